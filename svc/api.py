@@ -1,0 +1,227 @@
+"""HTTP and WebSocket routes (SPEC "HTTP" and "WebSocket"): parse, call one domain function, shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Header, Query, Request, Response, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
+
+from svc import auth, ws
+from svc.errors import (
+    BadRequest,
+    InvalidArguments,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    SvcError,
+    UnknownTask,
+    UnknownTaskId,
+)
+from svc.runtime import Runtime
+from svc.settings import get_settings
+from svc.submit import SubmitRequest
+from svc.tasks import EXPOSED
+
+STATIC = Path(__file__).parent / "static"
+SDK_SOURCE = Path(__file__).resolve().parents[1] / "clients" / "js" / "src"
+PROBLEM = "application/problem+json"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the process's Redis clients and bridge for the app's lifetime."""
+    runtime = await Runtime.start(get_settings())
+    app.state.runtime = runtime
+    try:
+        yield
+    finally:
+        for connection in list(runtime.connections):
+            await connection.close(ws.CLOSE_GOING_AWAY, "server shutting down")  # type: ignore[attr-defined]
+        await runtime.stop()
+
+
+app = FastAPI(
+    title="svc",
+    summary="Submit Celery tasks without blocking and watch them live over WebSockets.",
+    version="0.1.0",
+    lifespan=lifespan,
+)
+
+
+def runtime_of(request: Request | WebSocket) -> Runtime:
+    """The process's runtime (connections opened at startup)."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def problem(error: SvcError) -> JSONResponse:
+    """A problem-details response for ``error``."""
+    return JSONResponse(error.problem(), status_code=error.status, media_type=PROBLEM)
+
+
+@app.exception_handler(SvcError)
+async def _svc_error(_: Request, exc: SvcError) -> JSONResponse:
+    return problem(exc)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    if any(error.get("type") in ("json_invalid", "json_type") for error in errors):
+        return problem(BadRequest("the body is not valid JSON"))
+    cleaned = [{key: error[key] for key in ("loc", "msg", "type") if key in error} for error in errors]
+    return problem(InvalidArguments("the request does not match its schema", errors=cleaned))
+
+
+@app.exception_handler(RedisError)
+async def _redis_error(_: Request, exc: RedisError) -> JSONResponse:
+    return problem(ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}"))
+
+
+@app.middleware("http")
+async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Refuse bodies over SVC_MAX_BODY_BYTES with 413 before they are read whole."""
+    limit = get_settings().max_body_bytes
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return problem(PayloadTooLarge(f"the body is over {limit} bytes"))
+    if request.method in ("POST", "PUT", "PATCH") and length is None:
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > limit:
+                return problem(PayloadTooLarge(f"the body is over {limit} bytes"))
+        request._body = bytes(body)
+    return await call_next(request)
+
+
+AuthHeader = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
+TokenQuery = Annotated[str | None, Query(description="the task's token (from submit)", max_length=200)]
+
+
+@app.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@app.get("/readyz", tags=["health"], responses={503: {"description": "not ready, with the reason"}})
+async def readyz(request: Request) -> Any:
+    """Redis and the broker answer, and at least one worker is online."""
+    runtime = runtime_of(request)
+    try:
+        await runtime.redis.ping()
+        workers = await runtime.online_workers()
+        if runtime.submitter.broker_is_redis:
+            await runtime.submitter.broker_redis.ping()
+        else:
+            await anyio.to_thread.run_sync(_ping_broker, runtime)
+    except Exception as exc:  # any failure to reach a dependency means not ready
+        return problem(ServiceUnavailable(f"a dependency is unreachable: {type(exc).__name__}"))
+    if not workers:
+        return problem(ServiceUnavailable("no worker is online"))
+    return {"status": "ready", "workers": workers, "bridge_connected": runtime.bridge.connected.is_set()}
+
+
+def _ping_broker(runtime: Runtime) -> None:
+    with runtime.app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=runtime.settings.redis_timeout)
+
+
+@app.get("/tasks", tags=["tasks"])
+async def catalogue(authorization: AuthHeader = None) -> dict[str, list[dict[str, Any]]]:
+    """The tasks that may be submitted, with their argument JSON schemas."""
+    auth.require_api_key(get_settings(), authorization)
+    return {"tasks": [task.catalogue_entry() for task in EXPOSED.values()]}
+
+
+@app.post("/tasks/{name}", status_code=202, tags=["tasks"])
+async def submit(
+    name: str,
+    request: Request,
+    body: SubmitRequest | None = None,
+    authorization: AuthHeader = None,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
+    runtime = runtime_of(request)
+    auth.require_api_key(runtime.settings, authorization)
+    exposed = EXPOSED.get(name)
+    if exposed is None:
+        raise UnknownTask(f"no task named {name!r} is exposed")
+    body = body or SubmitRequest()
+    kwargs = exposed.validate(body.args, body.kwargs)
+    submitted = await runtime.submitter.submit(name, kwargs, body.options, idempotency_key)
+    task_id = submitted.task_id
+    return {
+        "task_id": task_id,
+        "name": name,
+        "state": "PENDING",
+        "status_url": f"/tasks/{task_id}",
+        "ws_url": f"/ws/tasks/{task_id}",
+        "token": auth.issue_token(runtime.settings, task_id),
+    }
+
+
+@app.get("/tasks/{task_id}", tags=["tasks"])
+async def task_state(
+    task_id: str, request: Request, token: TokenQuery = None, authorization: AuthHeader = None
+) -> Response:
+    """The task's latest event (the polling fallback)."""
+    runtime = runtime_of(request)
+    auth.require_task_access(runtime.settings, task_id, token, authorization)
+    latest = await runtime.history.latest(task_id) or await runtime.history.stored_result(task_id)
+    if latest is None:
+        raise UnknownTaskId(f"no task with id {task_id!r} is known")
+    return Response(latest, media_type="application/json")
+
+
+@app.delete("/tasks/{task_id}", status_code=202, tags=["tasks"])
+async def cancel(
+    task_id: str,
+    request: Request,
+    token: TokenQuery = None,
+    terminate: bool = False,
+    authorization: AuthHeader = None,
+) -> dict[str, Any]:
+    """Revoke the task (and stop it if it runs and ``terminate`` is true); watchers get REVOKED."""
+    runtime = runtime_of(request)
+    auth.require_task_access(runtime.settings, task_id, token, authorization)
+    if await runtime.history.latest(task_id) is None and await runtime.history.stored_result(task_id) is None:
+        raise UnknownTaskId(f"no task with id {task_id!r} is known")
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: runtime.app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
+        )
+    except Exception as exc:
+        raise ServiceUnavailable(f"could not reach the broker: {type(exc).__name__}") from exc
+    return {"task_id": task_id, "revoked": True, "terminate": terminate}
+
+
+@app.websocket("/ws/tasks/{task_id}")
+async def watch_task(websocket: WebSocket, task_id: str, token: str | None = None, since: int = 0) -> None:
+    """History then live events of one task; closes 1000 after its terminal event."""
+    await ws.serve_one_task(runtime_of(websocket), websocket, task_id, token, max(since, 0))
+
+
+@app.websocket("/ws")
+async def watch_many(websocket: WebSocket, token: str | None = None) -> None:
+    """Many tasks on one connection, driven by subscribe/unsubscribe frames (used by the JS SDK)."""
+    await ws.serve_many_tasks(runtime_of(websocket), websocket, token)
+
+
+@app.get("/demo", include_in_schema=False)
+async def demo() -> FileResponse:
+    """The live demo page (uses the JS SDK served at /sdk)."""
+    return FileResponse(STATIC / "demo.html", media_type="text/html")
+
+
+if SDK_SOURCE.is_dir():
+    app.mount("/sdk", StaticFiles(directory=SDK_SOURCE), name="sdk")

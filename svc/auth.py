@@ -1,0 +1,58 @@
+"""Who may do what: API keys for HTTP calls, per-task tokens for one task's events, state and cancel."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from svc import tokens
+from svc.errors import Forbidden, Unauthorized
+from svc.settings import Settings, signing_key
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The credential of an ``Authorization: Bearer …`` header, if that is its form."""
+    if not authorization:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+
+
+def has_api_key(settings: Settings, authorization: str | None) -> bool:
+    """True when the header carries one of the configured keys (constant-time comparison)."""
+    presented = bearer(authorization)
+    if presented is None:
+        return False
+    found = False
+    for key in settings.api_keys:
+        found |= hmac.compare_digest(key.encode(), presented.encode())
+    return found
+
+
+def require_api_key(settings: Settings, authorization: str | None) -> None:
+    """Raise Unauthorized (401) unless auth is off or a configured key is shown."""
+    if settings.auth_enabled and not has_api_key(settings, authorization):
+        raise Unauthorized("an API key is required: Authorization: Bearer <key>")
+
+
+def require_task_access(settings: Settings, task_id: str, token: str | None, authorization: str | None) -> None:
+    """Raise unless auth is off, an API key is shown, or ``token`` opens ``task_id``."""
+    if not settings.auth_enabled or has_api_key(settings, authorization):
+        return
+    if token is None:
+        raise Unauthorized("an API key or this task's token is required")
+    if not tokens.verify([signing_key()], token, [task_id]):
+        raise Forbidden("the token does not open this task, or it has expired")
+
+
+def issue_token(settings: Settings, *task_ids: str) -> str:
+    """A token that opens exactly these task ids for SVC_TOKEN_TTL seconds."""
+    return tokens.issue(signing_key(), task_ids, settings.token_ttl)
+
+
+def plausible_token(token: str | None) -> bool:
+    """True for an unexpired token of the right form (a /ws handshake; each subscribe is verified fully)."""
+    if not token:
+        return False
+    expiry, _, signature = token.partition(".")
+    return expiry.isdigit() and int(expiry) >= time.time() and len(signature) >= 40

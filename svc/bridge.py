@@ -1,0 +1,331 @@
+"""Redis pub/sub → WebSocket fan-out: one pub/sub connection per API process, however many watchers.
+
+Guarantees to each subscriber (a :class:`Sink`): every event of its task with ``seq > since``, once,
+in order. How:
+
+1. subscribe to the task's channel and wait for Redis to confirm it;
+2. then read the history (``seq > last sent``), buffering live events that arrive meanwhile;
+3. then deliver history and buffer in order, dropping any ``seq`` already sent, and go live.
+
+A live event that skips a ``seq`` triggers the same history read for that subscriber. After the pub/sub
+connection is lost (Redis restart, network cut, or a probe that does not come back) the bridge
+reconnects with backoff, re-subscribes every channel and repeats step 2-3 for every subscriber.
+When the history cannot prove there was no gap, the subscriber gets the newest event marked
+``"recovered": false``. The listener never awaits a subscriber: sinks are non-blocking queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from svc import events
+from svc.backoff import backoff
+from svc.history import History
+
+log = logging.getLogger("svc.bridge")
+
+PROBE_INTERVAL = 2.0
+STALE_AFTER = 3 * PROBE_INTERVAL + 1.0
+CONFIRM_TIMEOUT = 5.0
+STABLE_AFTER = 10.0
+
+
+class Sink(Protocol):
+    """Where a subscription delivers frames; ``push`` must not block."""
+
+    def push(self, task_id: str | None, seq: int, state: str, text: str) -> None: ...
+
+
+class StaleConnection(Exception):
+    """The pub/sub connection stopped delivering (the probe did not come back)."""
+
+
+class Subscription:
+    """One subscriber's view of one task: what it has been sent, and what is waiting to be sorted."""
+
+    __slots__ = ("buffer", "channel", "done", "epoch_lost", "last_seq", "sink", "task_id")
+
+    def __init__(self, task_id: str, channel: str, since: int, sink: Sink) -> None:
+        self.task_id = task_id
+        self.channel = channel
+        self.last_seq = since
+        self.sink = sink
+        self.buffer: list[tuple[int, str, str]] | None = []
+        self.done = False
+        self.epoch_lost = False
+
+    def deliver(self, seq: int, state: str, text: str) -> None:
+        """Send one event if it is new; remember it was sent."""
+        if self.done or (seq <= self.last_seq and not self.epoch_lost):
+            return
+        self.epoch_lost = False
+        self.last_seq = seq
+        self.sink.push(self.task_id, seq, state, text)
+        if state in events.TERMINAL_STATES:
+            self.done = True
+
+
+class Bridge:
+    """Owns the process's pub/sub connection and routes each task channel to its local subscribers."""
+
+    def __init__(self, redis: aioredis.Redis, history: History, namespace: str) -> None:
+        self.redis = redis
+        self.history = history
+        self.namespace = namespace
+        self.owner = uuid.uuid4().hex
+        self._probe_channel = events.probe_channel(namespace, self.owner)
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._unconfirmed: dict[str, int] = {}
+        self._generation = 0
+        self._pubsub: PubSub | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._resyncs: set[asyncio.Task[None]] = set()
+        self._last_message = time.monotonic()
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.on_deliver: Callable[[int], None] | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the listener and the probe; returns at once (connection happens in the background)."""
+        self._tasks = [asyncio.create_task(self._run(), name="bridge-listener"),
+                       asyncio.create_task(self._probe(), name="bridge-probe")]
+
+    async def stop(self) -> None:
+        """Stop listening and close the pub/sub connection."""
+        for task in [*self._tasks, *self._resyncs]:
+            task.cancel()
+        for task in [*self._tasks, *self._resyncs]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._drop_pubsub()
+
+    @property
+    def channel_count(self) -> int:
+        """How many task channels have local subscribers."""
+        return len(self._subscribers)
+
+    # subscribing -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def watch(self, task_id: str, since: int, sink: Sink) -> AsyncIterator[Subscription]:
+        """Deliver ``task_id``'s events with ``seq > since`` to ``sink`` for the life of the block."""
+        subscription = await self.open(task_id, since, sink)
+        try:
+            yield subscription
+        finally:
+            await self.close(subscription)
+
+    async def open(self, task_id: str, since: int, sink: Sink) -> Subscription:
+        """Start a subscription (prefer :meth:`watch`); its backlog is delivered before this returns."""
+        channel = events.task_channel(self.namespace, task_id)
+        subscription = Subscription(task_id, channel, since, sink)
+        subscribers = self._subscribers.get(channel)
+        if subscribers is None:
+            self._subscribers[channel] = {subscription}
+            self._confirmed[channel] = asyncio.Event()
+            await self._send("subscribe", channel)
+        else:
+            subscribers.add(subscription)
+        await self._resync(subscription)
+        return subscription
+
+    async def close(self, subscription: Subscription) -> None:
+        """End a subscription; the channel is unsubscribed when its last local subscriber leaves."""
+        subscription.done = True
+        subscribers = self._subscribers.get(subscription.channel)
+        if subscribers is None:
+            return
+        subscribers.discard(subscription)
+        if not subscribers:
+            del self._subscribers[subscription.channel]
+            del self._confirmed[subscription.channel]
+            await self._send("unsubscribe", subscription.channel)
+
+    async def _send(self, command: str, *channels: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None or not self.connected.is_set():
+            return  # the listener subscribes every wanted channel when it (re)connects
+        if command == "subscribe":
+            for channel in channels:
+                self._unconfirmed[channel] = self._unconfirmed.get(channel, 0) + 1
+        try:
+            await getattr(pubsub, command)(*channels)
+        except (RedisError, OSError) as exc:
+            log.warning("event=pubsub_command_failed command=%s error=%r", command, exc)
+
+    # catching up -----------------------------------------------------------------------------
+
+    async def _resync(self, subscription: Subscription) -> None:
+        """Steps 2-3 of the module docstring for one subscriber, repeated until one pass completes
+        within a single pub/sub connection (or the subscription ends)."""
+        while not subscription.done:
+            generation = self._generation
+            if subscription.buffer is None:
+                subscription.buffer = []
+            try:
+                await self._await_confirmation(subscription.channel)
+                await self._catch_up(subscription)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.info("event=resync_retry task_id=%s error=%r", subscription.task_id, exc)
+                await asyncio.sleep(0.2)
+                continue
+            if generation == self._generation and self.connected.is_set():
+                return
+
+    async def _await_confirmation(self, channel: str) -> None:
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while True:
+            confirmed = self._confirmed.get(channel)
+            if confirmed is None or confirmed.is_set():
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no SUBSCRIBE confirmation for {channel}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(confirmed.wait(), timeout=min(remaining, 0.5))
+
+    async def _catch_up(self, subscription: Subscription) -> None:
+        since = subscription.last_seq
+        recorded = await self.history.after(subscription.task_id, since)
+        if since > 0 and not recorded and await self.history.latest(subscription.task_id) is None:
+            # Nothing recorded at all although the client saw events: the history expired or was lost.
+            stored = await self.history.stored_result(subscription.task_id)
+            self._flush(subscription, [stored] if stored else [])
+            subscription.epoch_lost = stored is None
+            return
+        if recorded:
+            first_seq = _decode(recorded[0])[0]
+            if since > 0 and first_seq > since + 1:
+                recorded = [events.with_recovered_false(recorded[-1])]
+                subscription.epoch_lost = True
+        self._flush(subscription, recorded)
+
+    def _flush(self, subscription: Subscription, recorded: list[bytes]) -> None:
+        """Deliver history then the buffered live events, in seq order, with no duplicate."""
+        pending = [_decode(raw) for raw in recorded]
+        pending.extend(subscription.buffer or [])
+        subscription.buffer = None
+        for seq, state, text in sorted(pending, key=lambda item: item[0]):
+            subscription.deliver(seq, state, text)
+
+    # listening -------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delays = backoff()
+        while True:
+            connected_at = time.monotonic()
+            try:
+                await self._connect()
+                await self._listen()
+            except (RedisError, OSError, StaleConnection) as exc:
+                self.connected.clear()
+                await self._drop_pubsub()
+                if time.monotonic() - connected_at > STABLE_AFTER:
+                    delays = backoff()
+                delay = next(delays)
+                log.warning("event=bridge_disconnected error=%r retry_in=%.2f", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _connect(self) -> None:
+        pubsub = self.redis.pubsub()
+        self._pubsub = pubsub
+        self._generation += 1
+        for confirmed in self._confirmed.values():
+            confirmed.clear()
+        self._unconfirmed = dict.fromkeys(self._subscribers, 1)
+        await pubsub.subscribe(self._probe_channel, *self._subscribers)
+        self._last_message = time.monotonic()
+        self.connected.set()
+        if self.reconnects or self._subscribers:
+            log.warning("event=bridge_connected reconnects=%d channels=%d", self.reconnects, len(self._subscribers))
+        self.reconnects += 1
+        for subscribers in list(self._subscribers.values()):
+            for subscription in subscribers:
+                if subscription.buffer is None:
+                    subscription.buffer = []
+                    task = asyncio.create_task(self._resync(subscription))
+                    self._resyncs.add(task)
+                    task.add_done_callback(self._resyncs.discard)
+
+    async def _listen(self) -> None:
+        pubsub = self._pubsub
+        assert pubsub is not None
+        while True:
+            message = await pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if message is None:
+                if now - self._last_message > STALE_AFTER:
+                    raise StaleConnection(f"no message for {now - self._last_message:.1f}s")
+                continue
+            self._last_message = now
+            kind = message["type"]
+            channel = message["channel"].decode()
+            if kind == "message":
+                self._dispatch(channel, message["data"])
+            elif kind == "subscribe":
+                self._on_confirmed(channel)
+
+    def _on_confirmed(self, channel: str) -> None:
+        """Count a SUBSCRIBE reply; the channel is live once every SUBSCRIBE sent for it is answered."""
+        outstanding = self._unconfirmed.get(channel, 1) - 1
+        if outstanding > 0:
+            self._unconfirmed[channel] = outstanding
+            return
+        self._unconfirmed.pop(channel, None)
+        confirmed = self._confirmed.get(channel)
+        if confirmed is not None:
+            confirmed.set()
+
+    def _dispatch(self, channel: str, data: bytes) -> None:
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return
+        try:
+            seq, state, text = _decode(data)
+        except (ValueError, KeyError, TypeError):
+            log.error("event=malformed_event channel=%s", channel)
+            return
+        for subscription in list(subscribers):
+            if subscription.buffer is not None:
+                subscription.buffer.append((seq, state, text))
+            elif seq > subscription.last_seq + 1 and not subscription.epoch_lost:
+                subscription.buffer = [(seq, state, text)]
+                task = asyncio.create_task(self._resync(subscription))
+                self._resyncs.add(task)
+                task.add_done_callback(self._resyncs.discard)
+            else:
+                subscription.deliver(seq, state, text)
+        if self.on_deliver is not None:
+            self.on_deliver(len(subscribers))
+
+    async def _probe(self) -> None:
+        """Publish on our own service channel so a silently dead pub/sub socket is noticed."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.publish(self._probe_channel, b"1")
+
+    async def _drop_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+
+def _decode(raw: bytes) -> tuple[int, str, str]:
+    """Seq, state and text of one event, parsed once for all its subscribers."""
+    event: dict[str, Any] = events.parse(raw)
+    return int(event["seq"]), str(event["state"]), raw.decode()

@@ -1,0 +1,61 @@
+"""The Celery app: JSON only, UTC, late acks, task events on, and svc's event publisher wired in.
+
+`celery -A svc.celery_app worker` and `svc worker` both start a worker for this app.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.schedules import crontab
+
+from svc.settings import get_settings
+
+TASK_MODULES = ["svc.tasks.seed", "svc.tasks.diagnostic"]
+
+
+def _crontab(expression: str) -> crontab:
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
+
+
+def create_app() -> Celery:
+    """A Celery app configured from svc's settings."""
+    settings = get_settings()
+    celery = Celery("svc", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        timezone="UTC",
+        enable_utc=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        result_extended=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "generate-report": {
+                "task": "generate_report_task",
+                "schedule": _crontab(settings.report_schedule),
+            },
+        },
+    )
+    return celery
+
+
+app = create_app()
+
+# Connect the worker-side signal handlers that write svc's events (imported for its effect).
+import svc.publisher  # noqa: E402, F401

@@ -1,0 +1,179 @@
+"""The event wire format: schema, Redis key and channel names, and the atomic publish script.
+
+Imported by the worker (publisher) and the API (submit, bridge) alike, so the two sides cannot drift.
+Per task, Redis holds:
+
+- ``{ns}:task:{id}``          a hash: ``seq`` (last number given) and ``terminal`` (its final state, once set)
+- ``{ns}:task:{id}:history``  a sorted set of event JSON scored by ``seq``, capped and expiring
+- ``{ns}:task:{id}`` channel  a pub/sub notification carrying the same JSON
+
+The script numbers, stores, trims, expires and publishes in one step, so history and live never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel
+
+State = Literal["PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
+TERMINAL_STATES: frozenset[str] = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+
+class TaskError(BaseModel):
+    """An exception as clients see it: its class name and message, never a traceback."""
+
+    type: str
+    message: str
+
+
+class Progress(BaseModel):
+    """How far a task has got, as reported by the task itself."""
+
+    current: float
+    total: float | None = None
+    message: str | None = None
+
+
+class Event(BaseModel):
+    """One lifecycle step of one task (the SPEC's event)."""
+
+    task_id: str
+    name: str | None
+    seq: int
+    state: State
+    ts: float
+    result: Any = None
+    error: TaskError | None = None
+    progress: Progress | None = None
+    retries: int = 0
+    worker: str | None = None
+    recovered: bool | None = None
+
+
+def task_key(namespace: str, task_id: str) -> str:
+    """Hash holding a task's last ``seq`` and its terminal state."""
+    return f"{namespace}:task:{task_id}"
+
+
+def history_key(namespace: str, task_id: str) -> str:
+    """Sorted set of a task's events, scored by ``seq``."""
+    return f"{namespace}:task:{task_id}:history"
+
+
+def task_channel(namespace: str, task_id: str) -> str:
+    """Pub/sub channel on which a task's events are announced."""
+    return f"{namespace}:task:{task_id}"
+
+
+def probe_channel(namespace: str, owner: str) -> str:
+    """Service channel on which a bridge checks that its own pub/sub connection is alive."""
+    return f"{namespace}:probe:{owner}"
+
+
+def workers_key(namespace: str) -> str:
+    """Sorted set of worker hostnames scored by their last heartbeat (unix time)."""
+    return f"{namespace}:workers"
+
+
+def idempotency_key(namespace: str, key: str) -> str:
+    """Maps a client's Idempotency-Key to the task id of its first submit."""
+    return f"{namespace}:idempotency:{key}"
+
+
+def channel_task_id(namespace: str, channel: str) -> str | None:
+    """The task id of a task channel name, or None for any other channel."""
+    prefix = f"{namespace}:task:"
+    return channel[len(prefix) :] if channel.startswith(prefix) else None
+
+
+# KEYS[1] task hash, KEYS[2] history; ARGV[1] channel, ARGV[2] event JSON without seq,
+# ARGV[3] history cap, ARGV[4] TTL seconds, ARGV[5] the state if this event is terminal, else "".
+# Returns the new seq, or 0 when the task already ended (a duplicate run after a lost ack
+# must never produce a second terminal event, nor events after the first one).
+PUBLISH_SCRIPT = """
+if redis.call('HEXISTS', KEYS[1], 'terminal') == 1 then return 0 end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
+redis.call('ZADD', KEYS[2], seq, event)
+local cap = tonumber(ARGV[3])
+local size = redis.call('ZCARD', KEYS[2])
+if size > cap then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, size - cap - 1) end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'terminal', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[1], event)
+return seq
+"""
+
+
+def _default(value: object) -> str:
+    return repr(value)
+
+
+def encode_body(
+    task_id: str,
+    name: str | None,
+    state: str,
+    *,
+    result: Any = None,
+    error: BaseException | dict[str, str] | None = None,
+    progress: dict[str, Any] | None = None,
+    retries: int = 0,
+    worker: str | None = None,
+    ts: float | None = None,
+    **extra: Any,
+) -> bytes:
+    """Serialise an event without its ``seq`` (the publish script splices the number in first)."""
+    if isinstance(error, BaseException):
+        error = describe_error(error)
+    body = {
+        "task_id": task_id,
+        "name": name,
+        "state": state,
+        "ts": round(time.time() if ts is None else ts, 6),
+        "result": result,
+        "error": error,
+        "progress": progress,
+        "retries": retries,
+        "worker": worker,
+        **extra,
+    }
+    return orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    """The client-facing shape of an exception: class name and message only."""
+    return {"type": type(exc).__name__, "message": str(exc)}
+
+
+def publish_args(
+    namespace: str, task_id: str, state: str, body: bytes, cap: int, ttl: int
+) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV for PUBLISH_SCRIPT."""
+    keys = [task_key(namespace, task_id), history_key(namespace, task_id)]
+    args: list[str | bytes | int] = [
+        task_channel(namespace, task_id),
+        body,
+        cap,
+        ttl,
+        state if state in TERMINAL_STATES else "",
+    ]
+    return keys, args
+
+
+def parse(raw: bytes | str) -> dict[str, Any]:
+    """Decode one event frame."""
+    value = orjson.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("an event is a JSON object")
+    return value
+
+
+def with_recovered_false(raw: bytes) -> bytes:
+    """The same event marked ``"recovered": false``: the history could not prove there was no gap."""
+    event = parse(raw)
+    event["recovered"] = False
+    return orjson.dumps(event)

@@ -1,0 +1,75 @@
+"""Read side of the event store: a task's recorded history, and its stored Celery result as a fallback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+import orjson
+import redis.asyncio as aioredis
+from celery import Celery
+
+from svc import events
+
+RESULT_KEY_PREFIX = "celery-task-meta-"
+
+
+class History:
+    """Async reads of task histories (events Redis) and stored results (Celery's result backend)."""
+
+    def __init__(self, redis: aioredis.Redis, namespace: str, app: Celery, backend_redis: aioredis.Redis | None):
+        self.redis = redis
+        self.namespace = namespace
+        self.app = app
+        self.backend_redis = backend_redis
+
+    async def after(self, task_id: str, seq: int) -> list[bytes]:
+        """Recorded events of ``task_id`` with a seq above ``seq``, oldest first."""
+        key = events.history_key(self.namespace, task_id)
+        return list(await self.redis.zrangebyscore(key, f"({seq}", "+inf"))
+
+    async def latest(self, task_id: str) -> bytes | None:
+        """The newest recorded event of ``task_id``, if any."""
+        newest = await self.redis.zrange(events.history_key(self.namespace, task_id), -1, -1)
+        return newest[0] if newest else None
+
+    async def stored_result(self, task_id: str) -> bytes | None:
+        """A snapshot event built from Celery's result backend (``seq`` 0, ``recovered`` false), if any."""
+        meta = await self._backend_meta(task_id)
+        if meta is None or meta.get("status") in (None, "PENDING"):
+            return None
+        return orjson.dumps(snapshot_from_meta(task_id, meta))
+
+    async def _backend_meta(self, task_id: str) -> dict[str, Any] | None:
+        if self.backend_redis is not None:
+            raw = await self.backend_redis.get(RESULT_KEY_PREFIX + task_id)
+            return orjson.loads(raw) if raw else None
+        meta = await anyio.to_thread.run_sync(self.app.backend.get_task_meta, task_id)
+        return dict(meta) if meta else None
+
+
+def snapshot_from_meta(task_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Translate a Celery result-backend record into the SPEC's event shape."""
+    state = meta.get("status", "PENDING")
+    result = meta.get("result")
+    error = None
+    if state in ("FAILURE", "RETRY", "REVOKED") and isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = " ".join(str(part) for part in message)
+        error = {"type": result["exc_type"], "message": str(message)}
+        result = None
+    progress = result if state == "PROGRESS" and isinstance(result, dict) else None
+    return {
+        "task_id": task_id,
+        "name": meta.get("name"),
+        "seq": 0,
+        "state": state,
+        "ts": None,
+        "result": result if state == "SUCCESS" else None,
+        "error": error,
+        "progress": progress,
+        "retries": meta.get("retries") or 0,
+        "worker": meta.get("worker"),
+        "recovered": False,
+    }

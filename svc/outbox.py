@@ -1,0 +1,76 @@
+"""A bounded send queue per WebSocket connection, so one slow client never slows the others.
+
+Policy when full (``limit`` frames queued):
+- a PROGRESS event replaces the task's queued PROGRESS event when that is the task's newest queued
+  frame (coalescing: the client sees the latest progress, with a jump in ``seq``);
+- any other event is still queued, up to ``2 * limit`` frames; terminal events are never dropped;
+- past ``2 * limit`` the outbox overflows: the connection is closed with 1013 and the client resumes
+  with ``since`` from the history, where nothing was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+
+class Overflow(Exception):
+    """The client read too slowly and its queue passed the hard limit."""
+
+
+@dataclass(slots=True)
+class Frame:
+    """One text frame waiting to be sent, with what the queue policy needs to know of it."""
+
+    task_id: str | None
+    seq: int
+    state: str
+    text: str
+
+
+class Outbox:
+    """Bounded FIFO of frames for one connection; ``push`` never blocks, ``get`` waits."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._frames: deque[Frame] = deque()
+        self._newest: dict[str, Frame] = {}
+        self._ready = asyncio.Event()
+        self.overflowed = False
+        self.coalesced = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def push(self, task_id: str | None, seq: int, state: str, text: str) -> None:
+        """Queue a frame under the policy above; never blocks."""
+        if self.overflowed:
+            return
+        if len(self._frames) >= self.limit and state == "PROGRESS" and task_id is not None:
+            newest = self._newest.get(task_id)
+            if newest is not None and newest.state == "PROGRESS":
+                newest.seq, newest.text = seq, text
+                self.coalesced += 1
+                return
+        if len(self._frames) >= 2 * self.limit:
+            self.overflowed = True
+            self._ready.set()
+            return
+        frame = Frame(task_id, seq, state, text)
+        self._frames.append(frame)
+        if task_id is not None:
+            self._newest[task_id] = frame
+        self._ready.set()
+
+    async def get(self) -> Frame:
+        """The oldest queued frame; raises Overflow once the hard limit was passed."""
+        while not self._frames or self.overflowed:
+            if self.overflowed:
+                raise Overflow(f"more than {2 * self.limit} frames queued")
+            self._ready.clear()
+            await self._ready.wait()
+        frame = self._frames.popleft()
+        if frame.task_id is not None and self._newest.get(frame.task_id) is frame:
+            del self._newest[frame.task_id]
+        return frame

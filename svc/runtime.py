@@ -1,0 +1,72 @@
+"""Everything an API process holds open: Redis clients, the submitter, the history reader, the bridge."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from celery import Celery
+
+import svc.tasks  # noqa: F401  (registers the exposed tasks with the app)
+from svc import events
+from svc.bridge import Bridge
+from svc.celery_app import app as celery_app
+from svc.history import History
+from svc.settings import Settings
+from svc.submit import Submitter
+
+WORKER_ONLINE_SECONDS = 10.0
+
+
+@dataclass
+class Runtime:
+    """The API process's connections; made at startup, closed at shutdown."""
+
+    settings: Settings
+    app: Celery
+    redis: aioredis.Redis
+    backend_redis: aioredis.Redis | None
+    submitter: Submitter
+    history: History
+    bridge: Bridge
+    connections: set[object] = field(default_factory=set)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Open clients and start the bridge (which connects in the background)."""
+        redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=settings.redis_timeout,
+            health_check_interval=30,
+        )
+        backend_redis: aioredis.Redis | None = None
+        if settings.backend.startswith(("redis://", "rediss://", "unix://")):
+            backend_redis = (
+                redis
+                if settings.backend == settings.redis_url
+                else aioredis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout)
+            )
+        history = History(redis, settings.namespace, celery_app, backend_redis)
+        # The bridge's pub/sub socket blocks on reads by design: give it no socket timeout of its own.
+        pubsub_redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout)
+        bridge = Bridge(pubsub_redis, history, settings.namespace)
+        await bridge.start()
+        submitter = Submitter(celery_app, settings, redis)
+        return cls(settings, celery_app, redis, backend_redis, submitter, history, bridge)
+
+    async def stop(self) -> None:
+        """Stop the bridge and close every client."""
+        await self.bridge.stop()
+        await self.submitter.aclose()
+        await self.bridge.redis.aclose()
+        if self.backend_redis is not None and self.backend_redis is not self.redis:
+            await self.backend_redis.aclose()
+        await self.redis.aclose()
+
+    async def online_workers(self) -> list[str]:
+        """Hostnames of workers whose heartbeat is recent."""
+        key = events.workers_key(self.settings.namespace)
+        names = await self.redis.zrangebyscore(key, time.time() - WORKER_ONLINE_SECONDS, "+inf")
+        return [name.decode() for name in names]

@@ -1,0 +1,60 @@
+"""Which tasks may be submitted over HTTP, and the pydantic model their arguments must satisfy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from svc.errors import InvalidArguments
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class ExposedTask:
+    """A task that HTTP clients may submit, with its argument schema."""
+
+    name: str
+    schema: type[BaseModel]
+    description: str
+
+    def validate(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Bind positional and keyword arguments to the schema; return them as validated kwargs.
+
+        Raises InvalidArguments (422) with pydantic's error list when they do not fit.
+        """
+        fields = list(self.schema.model_fields)
+        if len(args) > len(fields):
+            raise InvalidArguments(f"{self.name} takes at most {len(fields)} positional arguments")
+        bound = dict(zip(fields, args, strict=False))
+        clash = sorted(set(bound) & set(kwargs))
+        if clash:
+            raise InvalidArguments(f"{self.name} got multiple values for {', '.join(clash)}")
+        try:
+            model = self.schema.model_validate({**bound, **kwargs})
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_context=False, include_input=False)
+            raise InvalidArguments(f"arguments do not match {self.name}'s schema", errors=errors) from None
+        return model.model_dump(mode="json", exclude_unset=True)
+
+    def catalogue_entry(self) -> dict[str, Any]:
+        """How GET /tasks describes this task."""
+        return {"name": self.name, "description": self.description, "schema": self.schema.model_json_schema()}
+
+
+EXPOSED: dict[str, ExposedTask] = {}
+
+
+def exposed_task(schema: type[BaseModel]) -> Callable[[F], F]:
+    """Mark a Celery task as submittable over HTTP with arguments validated by ``schema``."""
+
+    def register(task: F) -> F:
+        name: str = getattr(task, "name")  # noqa: B009 - a Celery task object
+        doc = (task.__doc__ or "").strip().splitlines()
+        EXPOSED[name] = ExposedTask(name=name, schema=schema, description=doc[0] if doc else "")
+        return task
+
+    return register

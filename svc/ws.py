@@ -1,0 +1,197 @@
+"""WebSocket connections: a reader and a writer per connection, the bridge feeding a bounded outbox.
+
+Close codes (SPEC): 1000 the watched task ended, 1001 server shutting down, 1008 auth/origin refused,
+1009 frame too large (enforced by the server's frame limit), 1013 the client read too slowly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from typing import Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from svc import auth, events
+from svc.bridge import Subscription
+from svc.errors import SvcError
+from svc.outbox import Outbox, Overflow
+from svc.runtime import Runtime
+
+log = logging.getLogger("svc.ws")
+
+TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
+CLOSE_DONE, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_LATER = 1000, 1001, 1008, 1013
+
+
+def origin_allowed(runtime: Runtime, websocket: WebSocket) -> bool:
+    """Non-browser clients (no Origin), same-origin pages, and exactly the allow-listed origins pass."""
+    origin = websocket.headers.get("origin")
+    if origin is None or origin in runtime.settings.allowed_origins:
+        return True
+    host = websocket.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host
+
+
+class Connection:
+    """One accepted WebSocket: its outbox, its subscriptions, and the pair of tasks that serve it."""
+
+    def __init__(self, runtime: Runtime, websocket: WebSocket, *, close_after_terminal: bool) -> None:
+        self.runtime = runtime
+        self.websocket = websocket
+        self.outbox = Outbox(runtime.settings.ws_send_queue)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.close_after_terminal = close_after_terminal
+        self.authorization = websocket.headers.get("authorization")
+
+    async def serve(self, reader: Any) -> None:
+        """Run ``reader`` and the writer together; when either ends, cancel the other and clean up."""
+        self.runtime.connections.add(self)
+        tasks = [asyncio.create_task(reader), asyncio.create_task(self._write())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for subscription in list(self.subscriptions.values()):
+                await self.runtime.bridge.close(subscription)
+            self.subscriptions.clear()
+            self.runtime.connections.discard(self)
+
+    async def subscribe(self, task_id: str, since: int) -> None:
+        """Start (or restart, with a new ``since``) delivery of one task's events to this client."""
+        previous = self.subscriptions.pop(task_id, None)
+        if previous is not None:
+            await self.runtime.bridge.close(previous)
+        self.subscriptions[task_id] = await self.runtime.bridge.open(task_id, since, self.outbox)
+
+    async def unsubscribe(self, task_id: str) -> None:
+        """Stop delivering one task's events."""
+        subscription = self.subscriptions.pop(task_id, None)
+        if subscription is not None:
+            await self.runtime.bridge.close(subscription)
+
+    def send_error(self, task_id: str | None, detail: str) -> None:
+        """Queue an ``{"op": "error"}`` frame."""
+        text = orjson.dumps({"op": "error", "task_id": task_id, "detail": detail}).decode()
+        self.outbox.push(None, 0, "error", text)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close the socket if it is still open."""
+        if self.websocket.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(code=code, reason=reason)
+
+    async def _write(self) -> None:
+        send = self.websocket.send_text
+        try:
+            while True:
+                frame = await self.outbox.get()
+                await send(frame.text)
+                if frame.state in events.TERMINAL_STATES and frame.task_id is not None:
+                    finished = self.subscriptions.pop(frame.task_id, None)
+                    if finished is not None:
+                        await self.runtime.bridge.close(finished)
+                    if self.close_after_terminal:
+                        await self.close(CLOSE_DONE, "task finished")
+                        return
+        except Overflow:
+            log.warning("event=slow_client_disconnected queued=%d", len(self.outbox))
+            await self.close(CLOSE_TRY_LATER, "send queue full: reconnect with since")
+
+    async def drain_reads(self) -> None:
+        """Read and ignore client frames until the client goes (the per-task endpoint)."""
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+
+    async def read_ops(self) -> None:
+        """Serve the multiplexed endpoint's subscribe/unsubscribe frames until the client goes."""
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text")
+                if raw is None:
+                    raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+                await self._handle_op(raw)
+
+    async def _handle_op(self, raw: str) -> None:
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.send_error(None, "frame is not JSON")
+            return
+        if not isinstance(frame, dict):
+            self.send_error(None, "frame is not a JSON object")
+            return
+        op, task_id = frame.get("op"), frame.get("task_id")
+        if not isinstance(task_id, str) or not TASK_ID.match(task_id):
+            self.send_error(task_id if isinstance(task_id, str) else None, "task_id is missing or malformed")
+            return
+        if op == "unsubscribe":
+            await self.unsubscribe(task_id)
+            return
+        if op != "subscribe":
+            self.send_error(task_id, "op must be 'subscribe' or 'unsubscribe'")
+            return
+        since = frame.get("since", 0)
+        token = frame.get("token")
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            self.send_error(task_id, "since must be a non-negative integer")
+            return
+        if task_id not in self.subscriptions and len(self.subscriptions) >= self.runtime.settings.ws_max_subscriptions:
+            self.send_error(task_id, f"at most {self.runtime.settings.ws_max_subscriptions} subscriptions per connection")
+            return
+        try:
+            auth.require_task_access(
+                self.runtime.settings, task_id, token if isinstance(token, str) else None, self.authorization
+            )
+        except SvcError as exc:
+            self.send_error(task_id, exc.detail)
+            return
+        await self.subscribe(task_id, since)
+
+
+async def serve_one_task(runtime: Runtime, websocket: WebSocket, task_id: str, token: str | None, since: int) -> None:
+    """``WS /ws/tasks/{task_id}``: history then live events of one task; closes 1000 after its end."""
+    if not origin_allowed(runtime, websocket):
+        await websocket.close(code=CLOSE_POLICY, reason="origin not allowed")
+        return
+    try:
+        auth.require_task_access(runtime.settings, task_id, token, websocket.headers.get("authorization"))
+    except SvcError as exc:
+        await websocket.close(code=CLOSE_POLICY, reason=exc.detail[:120])
+        return
+    await websocket.accept()
+    connection = Connection(runtime, websocket, close_after_terminal=True)
+
+    async def read_after_subscribing() -> None:
+        await connection.subscribe(task_id, since)
+        await connection.drain_reads()
+
+    await connection.serve(read_after_subscribing())
+
+
+async def serve_many_tasks(runtime: Runtime, websocket: WebSocket, token: str | None) -> None:
+    """``WS /ws``: a client subscribes and unsubscribes tasks with frames on one connection."""
+    if not origin_allowed(runtime, websocket):
+        await websocket.close(code=CLOSE_POLICY, reason="origin not allowed")
+        return
+    settings = runtime.settings
+    authorization = websocket.headers.get("authorization")
+    if settings.auth_enabled and not (auth.has_api_key(settings, authorization) or auth.plausible_token(token)):
+        await websocket.close(code=CLOSE_POLICY, reason="an API key or a task token is required")
+        return
+    await websocket.accept()
+    connection = Connection(runtime, websocket, close_after_terminal=False)
+    await connection.serve(connection.read_ops())

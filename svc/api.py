@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
+import orjson
 from fastapi import FastAPI, Header, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from svc import auth, ws
 from svc.errors import (
     BadRequest,
     InvalidArguments,
-    PayloadTooLarge,
     ServiceUnavailable,
     SvcError,
     UnknownTask,
     UnknownTaskId,
 )
+from svc.limits import BodyLimit
 from svc.runtime import Runtime
 from svc.settings import get_settings
 from svc.submit import SubmitRequest
@@ -53,6 +57,7 @@ app = FastAPI(
     version="0.1.0",
     lifespan=lifespan,
 )
+app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
 
 
 def runtime_of(request: Request | WebSocket) -> Runtime:
@@ -85,21 +90,12 @@ async def _redis_error(_: Request, exc: RedisError) -> JSONResponse:
     return problem(ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}"))
 
 
-@app.middleware("http")
-async def _limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Refuse bodies over SVC_MAX_BODY_BYTES with 413 before they are read whole."""
-    limit = get_settings().max_body_bytes
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
-        return problem(PayloadTooLarge(f"the body is over {limit} bytes"))
-    if request.method in ("POST", "PUT", "PATCH") and length is None:
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > limit:
-                return problem(PayloadTooLarge(f"the body is over {limit} bytes"))
-        request._body = bytes(body)
-    return await call_next(request)
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (405, …) in the same problem shape."""
+    error = SvcError(str(exc.detail))
+    error.status, error.title = exc.status_code, HTTPStatus(exc.status_code).phrase
+    return problem(error)
 
 
 AuthHeader = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
@@ -142,14 +138,25 @@ async def catalogue(authorization: AuthHeader = None) -> dict[str, list[dict[str
     return {"tasks": [task.catalogue_entry() for task in EXPOSED.values()]}
 
 
-@app.post("/tasks/{name}", status_code=202, tags=["tasks"])
+class Accepted(BaseModel):
+    """Response of a submit (SPEC "POST /tasks/{name}")."""
+
+    task_id: str
+    name: str
+    state: str
+    status_url: str
+    ws_url: str
+    token: str
+
+
+@app.post("/tasks/{name}", status_code=202, tags=["tasks"], response_model=Accepted)
 async def submit(
     name: str,
     request: Request,
     body: SubmitRequest | None = None,
     authorization: AuthHeader = None,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
     runtime = runtime_of(request)
     auth.require_api_key(runtime.settings, authorization)
@@ -160,7 +167,7 @@ async def submit(
     kwargs = exposed.validate(body.args, body.kwargs)
     submitted = await runtime.submitter.submit(name, kwargs, body.options, idempotency_key)
     task_id = submitted.task_id
-    return {
+    accepted = {
         "task_id": task_id,
         "name": name,
         "state": "PENDING",
@@ -168,6 +175,7 @@ async def submit(
         "ws_url": f"/ws/tasks/{task_id}",
         "token": auth.issue_token(runtime.settings, task_id),
     }
+    return Response(orjson.dumps(accepted), status_code=202, media_type="application/json")
 
 
 @app.get("/tasks/{task_id}", tags=["tasks"])

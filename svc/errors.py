@@ -1,15 +1,15 @@
 """svc's exception tree; each maps to one RFC 9457 problem-details response.
 
-    SvcError
-    ├── BadRequest            400  malformed JSON or frame
-    ├── Unauthorized          401  missing or unknown API key
-    ├── Forbidden             403  missing, expired, tampered or foreign task token
-    ├── NotFound              404
-    │   ├── UnknownTask       404  no exposed task of that name
-    │   └── UnknownTaskId     404  no history and no stored result for that id
-    ├── PayloadTooLarge       413
-    ├── InvalidArguments      422  arguments fail the task's schema, or bad options
-    └── ServiceUnavailable    503  Redis or the broker cannot be reached in time
+SvcError
+├── BadRequest            400  malformed JSON or frame
+├── Unauthorized          401  missing or unknown API key
+├── Forbidden             403  missing, expired, tampered or foreign task token
+├── NotFound              404
+│   ├── UnknownTask       404  no exposed task of that name
+│   └── UnknownTaskId     404  no history and no stored result for that id
+├── PayloadTooLarge       413
+├── InvalidArguments      422  arguments fail the task's schema, or bad options
+└── ServiceUnavailable    503  Redis or the broker cannot be reached in time
 """
 
 from __future__ import annotations

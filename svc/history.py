@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import anyio.to_thread
 import orjson
@@ -17,7 +17,9 @@ RESULT_KEY_PREFIX = "celery-task-meta-"
 class History:
     """Async reads of task histories (events Redis) and stored results (Celery's result backend)."""
 
-    def __init__(self, redis: aioredis.Redis, namespace: str, app: Celery, backend_redis: aioredis.Redis | None):
+    def __init__(
+        self, redis: aioredis.Redis, namespace: str, app: Celery, backend_redis: aioredis.Redis | None
+    ):
         self.redis = redis
         self.namespace = namespace
         self.app = app
@@ -26,11 +28,12 @@ class History:
     async def after(self, task_id: str, seq: int) -> list[bytes]:
         """Recorded events of ``task_id`` with a seq above ``seq``, oldest first."""
         key = events.history_key(self.namespace, task_id)
-        return list(await self.redis.zrangebyscore(key, f"({seq}", "+inf"))
+        return cast(list[bytes], await self.redis.zrangebyscore(key, f"({seq}", "+inf"))
 
     async def latest(self, task_id: str) -> bytes | None:
         """The newest recorded event of ``task_id``, if any."""
-        newest = await self.redis.zrange(events.history_key(self.namespace, task_id), -1, -1)
+        key = events.history_key(self.namespace, task_id)
+        newest = cast(list[bytes], await self.redis.zrange(key, -1, -1))
         return newest[0] if newest else None
 
     async def stored_result(self, task_id: str) -> bytes | None:

@@ -104,7 +104,14 @@ def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
 @signals.task_success.connect
 def _on_success(sender: Any, result: Any, **_: Any) -> None:
     request = sender.request
-    publish(request.id, sender.name, "SUCCESS", result=result, retries=request.retries or 0, worker=request.hostname)
+    publish(
+        request.id,
+        sender.name,
+        "SUCCESS",
+        result=result,
+        retries=request.retries or 0,
+        worker=request.hostname,
+    )
 
 
 @signals.task_failure.connect
@@ -140,7 +147,11 @@ def report_progress(current: float, total: float | None = None, message: str | N
     progress = {"current": current, "total": total, "message": message}
     current_task.update_state(state="PROGRESS", meta=progress)
     publish(
-        request.id, current_task.name, "PROGRESS", progress=progress, retries=request.retries or 0,
+        request.id,
+        current_task.name,
+        "PROGRESS",
+        progress=progress,
+        retries=request.retries or 0,
         worker=request.hostname,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -35,12 +36,18 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
         """Open clients and start the bridge (which connects in the background)."""
-        redis = aioredis.Redis.from_url(
+        # A blocking pool: a burst of requests waits for a connection (up to the timeout) instead of
+        # failing with "too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=64,
+            timeout=settings.redis_timeout,
             socket_timeout=settings.redis_timeout,
             socket_connect_timeout=settings.redis_timeout,
             health_check_interval=30,
+            client_name="svc-api",
         )
+        redis = aioredis.Redis(connection_pool=pool)
         backend_redis: aioredis.Redis | None = None
         if settings.backend.startswith(("redis://", "rediss://", "unix://")):
             backend_redis = (
@@ -50,7 +57,9 @@ class Runtime:
             )
         history = History(redis, settings.namespace, celery_app, backend_redis)
         # The bridge's pub/sub socket blocks on reads by design: give it no socket timeout of its own.
-        pubsub_redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout)
+        pubsub_redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=settings.redis_timeout, client_name="svc-bridge"
+        )
         bridge = Bridge(pubsub_redis, history, settings.namespace)
         await bridge.start()
         submitter = Submitter(celery_app, settings, redis)
@@ -68,5 +77,6 @@ class Runtime:
     async def online_workers(self) -> list[str]:
         """Hostnames of workers whose heartbeat is recent."""
         key = events.workers_key(self.settings.namespace)
-        names = await self.redis.zrangebyscore(key, time.time() - WORKER_ONLINE_SECONDS, "+inf")
+        since = time.time() - WORKER_ONLINE_SECONDS
+        names = cast(list[bytes], await self.redis.zrangebyscore(key, since, "+inf"))
         return [name.decode() for name in names]

@@ -20,10 +20,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SVC_", extra="ignore")
 
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="events, history, pub/sub; default broker/backend")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="events, history, pub/sub; default broker/backend"
+    )
     broker_url: str | None = Field(None, description="Celery broker (Redis or AMQP); defaults to redis_url")
     result_backend: str | None = Field(None, description="Celery result backend; defaults to redis_url")
-    api_keys: CommaList = Field(default_factory=list, description="comma-separated API keys; empty = auth off")
+    api_keys: CommaList = Field(
+        default_factory=list, description="comma-separated API keys; empty = auth off"
+    )
     secret_key: str | None = Field(None, description="signs task tokens; random per process when unset (dev)")
     namespace: str = Field("svc", description="prefix of every Redis key and pub/sub channel svc writes")
     allowed_origins: CommaList = Field(default_factory=list, description="WebSocket/CORS origin allow-list")
@@ -32,19 +36,29 @@ class Settings(BaseSettings):
     history_ttl: int = Field(86400, ge=1, description="seconds a task's history lives after its last event")
     token_ttl: int = Field(86400, ge=1, description="seconds a task token stays valid")
     idempotency_ttl: int = Field(86400, ge=1, description="seconds an Idempotency-Key maps to its first task")
-    redis_timeout: float = Field(5.0, gt=0, description="seconds before an API-side Redis call gives up (503)")
+    redis_timeout: float = Field(
+        5.0, gt=0, description="seconds before an API-side Redis call gives up (503)"
+    )
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest HTTP request body accepted")
     ws_max_message: int = Field(65_536, ge=1024, description="largest WebSocket frame a client may send")
     ws_max_subscriptions: int = Field(1000, ge=1, description="subscriptions per /ws connection")
-    ws_send_queue: int = Field(1000, ge=2, description="frames queued per connection before PROGRESS coalesces")
+    ws_send_queue: int = Field(
+        1000, ge=2, description="frames queued per connection before PROGRESS coalesces"
+    )
     ws_ping_interval: float = Field(20.0, gt=0, description="seconds between server pings")
     ws_ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong before dropping")
 
     email_delay: float = Field(5.0, ge=0, description="seconds send_email_task pretends to take")
-    retry_backoff_scale: float = Field(1.0, ge=0, description="multiplies every retry countdown (tests: 0.01)")
-    unstable_failure_rate: float = Field(0.3, ge=0, le=1, description="chance unstable_task's dependency fails")
-    visibility_timeout: int = Field(3600, ge=1, description="Redis broker: seconds before an unacked task reruns")
+    retry_backoff_scale: float = Field(
+        1.0, ge=0, description="multiplies every retry countdown (tests: 0.01)"
+    )
+    unstable_failure_rate: float = Field(
+        0.3, ge=0, le=1, description="chance unstable_task's dependency fails"
+    )
+    visibility_timeout: int = Field(
+        3600, ge=1, description="Redis broker: seconds before an unacked task reruns"
+    )
     report_schedule: str = Field("0 8 * * *", description="crontab (m h dom mon dow) of generate_report_task")
 
     @field_validator("api_keys", "allowed_origins", mode="before")

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from svc import events
+from svc.batcher import Batcher
 from svc.errors import InvalidArguments, ServiceUnavailable
 from svc.settings import Settings
 
@@ -40,7 +41,9 @@ class SubmitOptions(BaseModel):
 
     countdown: float | None = Field(None, ge=0, le=366 * 86400, description="seconds before the task may run")
     eta: dt.datetime | None = Field(None, description="earliest run time, ISO 8601")
-    expires: float | dt.datetime | None = Field(None, description="seconds, or ISO 8601 time, after which it is revoked")
+    expires: float | dt.datetime | None = Field(
+        None, description="seconds, or ISO 8601 time, after which it is revoked"
+    )
     priority: int | None = Field(None, ge=0, le=9, description="0-9; on Redis a lower number is served first")
     queue: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
@@ -79,7 +82,11 @@ def prepare(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], option
     route = app.amqp.router.route(route_options, name, (), kwargs, app.tasks.get(name))
     expires = options.expires
     if expires is not None:
-        seconds = expires if isinstance(expires, float | int) else (expires - dt.datetime.now(dt.UTC)).total_seconds()
+        seconds = (
+            expires
+            if isinstance(expires, float | int)
+            else (expires - dt.datetime.now(dt.UTC)).total_seconds()
+        )
         route["expiration"] = max(float(seconds), 0.0)
     if options.eta is not None and options.eta.tzinfo is None:
         raise InvalidArguments("options.eta needs a timezone (e.g. 2026-01-01T08:00:00Z)")
@@ -99,7 +106,9 @@ def prepare(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], option
     queue = route["queue"]
     exchange_type = getattr(queue.exchange, "type", "direct")
     direct = exchange_type == "direct" and not route.get("exchange")
-    return Prepared(task_id, name, headers, properties, body, route, "direct" if direct else "exchange", queue.name)
+    return Prepared(
+        task_id, name, headers, properties, body, route, "direct" if direct else "exchange", queue.name
+    )
 
 
 def redis_envelope(prepared: Prepared, delivery_mode: int, transport: dict[str, Any]) -> tuple[str, bytes]:
@@ -157,11 +166,15 @@ class Submitter:
             events_redis
             if self.broker_is_events_redis or not self.broker_is_redis
             else aioredis.Redis.from_url(
-                settings.broker, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout
+                settings.broker,
+                socket_timeout=settings.redis_timeout,
+                socket_connect_timeout=settings.redis_timeout,
             )
         )
-        self.publish_script = events_redis.register_script(events.PUBLISH_SCRIPT)
-        self.delivery_mode = int(app.conf.task_default_delivery_mode == "persistent" and 2 or 1)
+        self.events_batcher = Batcher(events_redis)
+        separate_broker = self.broker_redis is not events_redis
+        self.broker_batcher = Batcher(self.broker_redis) if separate_broker else self.events_batcher
+        self.delivery_mode = int((app.conf.task_default_delivery_mode == "persistent" and 2) or 1)
         self.transport = dict(app.conf.broker_transport_options or {})
 
     async def submit(
@@ -177,21 +190,26 @@ class Submitter:
             prepared = prepare(self.app, task_id, name, kwargs, options)
             pending = events.encode_body(task_id, name, "PENDING")
             keys, args = events.publish_args(
-                self.settings.namespace, task_id, "PENDING", pending,
-                self.settings.history_max, self.settings.history_ttl,
+                self.settings.namespace,
+                task_id,
+                "PENDING",
+                pending,
+                self.settings.history_max,
+                self.settings.history_ttl,
             )
+            # EVAL, not EVALSHA: Redis caches the script by its hash, and a restarted Redis never
+            # answers NOSCRIPT. PENDING is recorded before the message is pushed (same connection,
+            # in order), so no worker event can take seq 1.
+            record_pending = ("EVAL", events.PUBLISH_SCRIPT, len(keys), *keys, *args)
             if self.broker_is_redis and prepared.route_kind == "direct":
                 queue_key, message = redis_envelope(prepared, self.delivery_mode, self.transport)
                 if self.broker_is_events_redis:
-                    pipe = self.redis.pipeline(transaction=True)
-                    await self.publish_script(keys=keys, args=args, client=pipe)
-                    pipe.lpush(queue_key, message)
-                    await pipe.execute()
+                    await self.events_batcher.execute(record_pending, ("LPUSH", queue_key, message))
                 else:
-                    await self.publish_script(keys=keys, args=args)
-                    await self.broker_redis.lpush(queue_key, message)  # type: ignore[misc]
+                    await self.events_batcher.execute(record_pending)
+                    await self.broker_batcher.execute(("LPUSH", queue_key, message))
             else:
-                await self.publish_script(keys=keys, args=args)
+                await self.events_batcher.execute(record_pending)
                 await anyio.to_thread.run_sync(_publish_with_kombu, self.app, prepared)
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"could not reach Redis or the broker: {type(exc).__name__}") from exc

@@ -149,8 +149,13 @@ class Connection:
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             self.send_error(task_id, "since must be a non-negative integer")
             return
-        if task_id not in self.subscriptions and len(self.subscriptions) >= self.runtime.settings.ws_max_subscriptions:
-            self.send_error(task_id, f"at most {self.runtime.settings.ws_max_subscriptions} subscriptions per connection")
+        if (
+            task_id not in self.subscriptions
+            and len(self.subscriptions) >= self.runtime.settings.ws_max_subscriptions
+        ):
+            self.send_error(
+                task_id, f"at most {self.runtime.settings.ws_max_subscriptions} subscriptions per connection"
+            )
             return
         try:
             auth.require_task_access(
@@ -162,15 +167,23 @@ class Connection:
         await self.subscribe(task_id, since)
 
 
-async def serve_one_task(runtime: Runtime, websocket: WebSocket, task_id: str, token: str | None, since: int) -> None:
+async def refuse(websocket: WebSocket, reason: str) -> None:
+    """Close with 1008. Accepted first so that clients see the code; nothing is sent before the close."""
+    await websocket.accept()
+    await websocket.close(code=CLOSE_POLICY, reason=reason[:120])
+
+
+async def serve_one_task(
+    runtime: Runtime, websocket: WebSocket, task_id: str, token: str | None, since: int
+) -> None:
     """``WS /ws/tasks/{task_id}``: history then live events of one task; closes 1000 after its end."""
     if not origin_allowed(runtime, websocket):
-        await websocket.close(code=CLOSE_POLICY, reason="origin not allowed")
+        await refuse(websocket, "origin not allowed")
         return
     try:
         auth.require_task_access(runtime.settings, task_id, token, websocket.headers.get("authorization"))
     except SvcError as exc:
-        await websocket.close(code=CLOSE_POLICY, reason=exc.detail[:120])
+        await refuse(websocket, exc.detail)
         return
     await websocket.accept()
     connection = Connection(runtime, websocket, close_after_terminal=True)
@@ -185,12 +198,14 @@ async def serve_one_task(runtime: Runtime, websocket: WebSocket, task_id: str, t
 async def serve_many_tasks(runtime: Runtime, websocket: WebSocket, token: str | None) -> None:
     """``WS /ws``: a client subscribes and unsubscribes tasks with frames on one connection."""
     if not origin_allowed(runtime, websocket):
-        await websocket.close(code=CLOSE_POLICY, reason="origin not allowed")
+        await refuse(websocket, "origin not allowed")
         return
     settings = runtime.settings
     authorization = websocket.headers.get("authorization")
-    if settings.auth_enabled and not (auth.has_api_key(settings, authorization) or auth.plausible_token(token)):
-        await websocket.close(code=CLOSE_POLICY, reason="an API key or a task token is required")
+    if settings.auth_enabled and not (
+        auth.has_api_key(settings, authorization) or auth.plausible_token(token)
+    ):
+        await refuse(websocket, "an API key or a task token is required")
         return
     await websocket.accept()
     connection = Connection(runtime, websocket, close_after_terminal=False)

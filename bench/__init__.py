@@ -1,0 +1,1 @@
+"""svc's benchmarks: each script prints a table and writes it into BENCHMARKS.md."""

@@ -1,0 +1,43 @@
+"""Request body limit as plain ASGI middleware (no per-request task group, unlike BaseHTTPMiddleware)."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from svc.errors import PayloadTooLarge
+
+
+class BodyLimit:
+    """Refuse HTTP bodies over ``limit`` bytes with a 413 problem, by header or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = PayloadTooLarge(f"the body is over {self.limit} bytes")
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                body = orjson.dumps(error.problem())
+                headers = [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", b"%d" % len(body)),
+                ]
+                await send({"type": "http.response.start", "status": 413, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise error  # turned into the 413 problem by the app's SvcError handler
+            return message
+
+        await self.app(scope, counting_receive, send)

@@ -1,0 +1,101 @@
+"""The bridge: one pub/sub connection per process, reconnect with no loss, bounded outboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+
+import httpx
+import pytest
+import redis
+import websockets
+
+from svc.backoff import backoff
+from svc.outbox import Outbox, Overflow
+
+from .conftest import NAMESPACE, Service, assert_in_order, plain_celery, states, submit, until, watch
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def bridge_connections(client: redis.Redis) -> list[dict[str, object]]:
+    """CLIENT LIST rows of the API's pub/sub connections that hold subscriptions."""
+    return [row for row in client.client_list() if row.get("name") == "svc-bridge" and int(row["sub"]) > 0]
+
+
+async def test_200_watchers_share_one_pubsub_connection(
+    api: Service, redis_client: redis.Redis, redis_url: str
+) -> None:
+    task_ids = [str(uuid.uuid4()) for _ in range(200)]
+    watchers = [asyncio.create_task(watch(api, task_id, timeout=60)) for task_id in task_ids]
+    channels = [f"{NAMESPACE}:task:{task_id}" for task_id in task_ids]
+    await until(lambda: all(count for _, count in redis_client.pubsub_numsub(*channels)), timeout=30)
+    rows = bridge_connections(redis_client)
+    assert len(rows) == 1, rows
+    assert int(rows[0]["sub"]) >= 200
+    celery = plain_celery(redis_url)
+    for n, task_id in enumerate(task_ids):
+        celery.send_task("add", args=[n, 1], task_id=task_id)
+    results = await asyncio.gather(*watchers)
+    for n, (frames, code) in enumerate(results):
+        assert code == 1000
+        assert_in_order(frames)
+        assert frames[-1]["result"] == n + 1
+    await until(lambda: not any(count for _, count in redis_client.pubsub_numsub(*channels)), timeout=10)
+
+
+async def test_killed_pubsub_connection_is_reopened_with_nothing_lost(
+    api: Service, http: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    task_id = (await submit(http, "count_to", 20, delay=0.05))["task_id"]
+    frames: list[dict[str, object]] = []
+    async with websockets.connect(f"{api.ws_url}/ws/tasks/{task_id}") as socket:
+        async with asyncio.timeout(30):
+            while not frames or frames[-1]["state"] != "PROGRESS":
+                frames.append(json.loads(await socket.recv()))
+            for row in bridge_connections(redis_client):
+                redis_client.client_kill_filter(_id=row["id"])
+            async for message in socket:
+                frames.append(json.loads(message))
+    assert socket.close_code == 1000
+    assert_in_order(frames)
+    assert [frame["seq"] for frame in frames] == list(range(1, len(frames) + 1))
+    assert states(frames).count("PROGRESS") == 20
+    assert "event=bridge_connected" in api.log.read_text()
+
+
+def test_outbox_coalesces_progress_and_keeps_terminal_events() -> None:
+    outbox = Outbox(limit=2)
+    outbox.push("a", 1, "PROGRESS", "a1")
+    outbox.push("a", 2, "PROGRESS", "a2")
+    outbox.push("a", 3, "PROGRESS", "a3")  # full: replaces a2, the task's newest queued frame
+    outbox.push("a", 4, "SUCCESS", "a4")  # terminal: queued beyond the soft limit
+    assert [frame.text for frame in outbox._frames] == ["a1", "a3", "a4"]
+    assert outbox.coalesced == 1
+
+
+def test_outbox_never_reorders_a_task() -> None:
+    outbox = Outbox(limit=2)
+    outbox.push("a", 1, "PROGRESS", "a1")
+    outbox.push("a", 2, "RETRY", "a2")
+    outbox.push("a", 3, "PROGRESS", "a3")  # newest queued frame of `a` is RETRY: no coalescing past it
+    assert [frame.seq for frame in outbox._frames] == [1, 2, 3]
+
+
+async def test_outbox_overflows_past_twice_its_limit() -> None:
+    outbox = Outbox(limit=2)
+    for seq in range(1, 6):
+        outbox.push(f"t{seq}", seq, "SUCCESS", str(seq))
+    assert outbox.overflowed
+    with pytest.raises(Overflow):
+        await outbox.get()
+
+
+def test_backoff_starts_small_grows_and_caps() -> None:
+    delays = backoff(initial=0.1, factor=2, cap=1.0, rng=random.Random(7))
+    taken = [next(delays) for _ in range(12)]
+    assert 0 <= taken[0] <= 0.1
+    assert all(delay <= 1.0 for delay in taken)
+    assert max(taken[-4:]) > 0.5  # grew to near the cap

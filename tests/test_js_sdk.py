@@ -1,0 +1,29 @@
+"""The JS SDK's own suite (node --test: unit, against real svc processes, and in Debian's chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import ROOT
+
+JS = ROOT / "clients" / "js"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.slow
+def test_js_sdk_suite_passes() -> None:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (scripts/test installs it from Debian where it can)")
+    if not (JS / "node_modules").is_dir():
+        pytest.skip("clients/js dependencies are not installed: run `npm --prefix clients/js ci`")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SVC_")}
+    result = subprocess.run(
+        ["npm", "test"], cwd=JS, env=env, capture_output=True, text=True, timeout=840, check=False
+    )
+    tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
+    assert result.returncode == 0, f"npm test failed:\n{tail}"
+    print(tail)

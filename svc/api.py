@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from svc import auth, ws
+from svc import auth, control, schedules, workflows, ws
 from svc.errors import (
     BadRequest,
     InvalidArguments,
@@ -184,7 +184,7 @@ async def task_state(
 ) -> Response:
     """The task's latest event (the polling fallback)."""
     runtime = runtime_of(request)
-    auth.require_task_access(runtime.settings, task_id, token, authorization)
+    await auth.require_task_access(runtime.settings, task_id, token, authorization, runtime.workflow_of)
     latest = await runtime.history.latest(task_id) or await runtime.history.stored_result(task_id)
     if latest is None:
         raise UnknownTaskId(f"no task with id {task_id!r} is known")
@@ -199,18 +199,52 @@ async def cancel(
     terminate: bool = False,
     authorization: AuthHeader = None,
 ) -> dict[str, Any]:
-    """Revoke the task (and stop it if it runs and ``terminate`` is true); watchers get REVOKED."""
+    """Revoke the task (every step, for a workflow id), stopping it if it runs and ``terminate`` is true.
+
+    A queued task never starts; watchers get REVOKED.
+    """
     runtime = runtime_of(request)
-    auth.require_task_access(runtime.settings, task_id, token, authorization)
-    if await runtime.history.latest(task_id) is None and await runtime.history.stored_result(task_id) is None:
-        raise UnknownTaskId(f"no task with id {task_id!r} is known")
-    try:
-        await anyio.to_thread.run_sync(
-            lambda: runtime.app.control.revoke(task_id, terminate=terminate, signal="SIGTERM")
-        )
-    except Exception as exc:
-        raise ServiceUnavailable(f"could not reach the broker: {type(exc).__name__}") from exc
-    return {"task_id": task_id, "revoked": True, "terminate": terminate}
+    await auth.require_task_access(runtime.settings, task_id, token, authorization, runtime.workflow_of)
+    return await control.cancel(runtime, task_id, terminate)
+
+
+class WorkflowAccepted(BaseModel):
+    """Response of ``POST /workflows``."""
+
+    workflow_id: str
+    kind: str
+    task_ids: list[str]
+    status_url: str
+    ws_url: str
+    token: str
+
+
+@app.post("/workflows", status_code=202, tags=["workflows"], response_model=WorkflowAccepted)
+async def submit_workflow(
+    body: workflows.WorkflowRequest, request: Request, authorization: AuthHeader = None
+) -> dict[str, Any]:
+    """Run a chain, a group or a chord; its WebSocket carries every step's events and a final one."""
+    runtime = runtime_of(request)
+    auth.require_api_key(runtime.settings, authorization)
+    plan = workflows.plan(runtime.app, body, runtime.settings)
+    await runtime.submitter.submit_workflow(plan)
+    workflow_id = plan.workflow_id
+    return {
+        "workflow_id": workflow_id,
+        "kind": plan.kind,
+        "task_ids": plan.task_ids,
+        "status_url": f"/tasks/{workflow_id}",
+        "ws_url": f"/ws/tasks/{workflow_id}",
+        "token": auth.issue_token(runtime.settings, workflow_id),
+    }
+
+
+@app.get("/schedules", tags=["schedules"])
+async def list_schedules(authorization: AuthHeader = None) -> dict[str, list[dict[str, Any]]]:
+    """Beat's periodic tasks with their next run times (UTC)."""
+    settings = get_settings()
+    auth.require_api_key(settings, authorization)
+    return {"schedules": schedules.describe(settings)}
 
 
 @app.websocket("/ws/tasks/{task_id}")

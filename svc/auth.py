@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 
 from svc import tokens
 from svc.errors import Forbidden, Unauthorized
@@ -35,15 +36,27 @@ def require_api_key(settings: Settings, authorization: str | None) -> None:
         raise Unauthorized("an API key is required: Authorization: Bearer <key>")
 
 
-def require_task_access(
-    settings: Settings, task_id: str, token: str | None, authorization: str | None
+WorkflowLookup = Callable[[str], Awaitable[str | None]]
+
+
+async def require_task_access(
+    settings: Settings,
+    task_id: str,
+    token: str | None,
+    authorization: str | None,
+    workflow_of: WorkflowLookup | None = None,
 ) -> None:
-    """Raise unless auth is off, an API key is shown, or ``token`` opens ``task_id``."""
+    """Raise unless auth is off, an API key is shown, or ``token`` opens ``task_id`` — its own token,
+    or the token of the workflow it is a step of."""
     if not settings.auth_enabled or has_api_key(settings, authorization):
         return
     if token is None:
         raise Unauthorized("an API key or this task's token is required")
-    if not tokens.verify([signing_key()], token, [task_id]):
+    keys = [signing_key()]
+    if tokens.verify(keys, token, [task_id]):
+        return
+    workflow_id = await workflow_of(task_id) if workflow_of is not None else None
+    if workflow_id is None or not tokens.verify(keys, token, [workflow_id]):
         raise Forbidden("the token does not open this task, or it has expired")
 
 

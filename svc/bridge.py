@@ -34,6 +34,7 @@ from svc.history import History
 
 log = logging.getLogger("svc.bridge")
 
+STEP = "STEP"
 PROBE_INTERVAL = 2.0
 STALE_AFTER = 3 * PROBE_INTERVAL + 1.0
 CONFIRM_TIMEOUT = 5.0
@@ -210,7 +211,7 @@ class Bridge:
             self._flush(subscription, [stored] if stored else [])
             return
         if recorded:
-            first_seq = _decode(recorded[0])[0]
+            first_seq = _decode(recorded[0], subscription.task_id)[0]
             if since > 0 and first_seq > since + 1:
                 recorded = [events.with_recovered_false(recorded[-1])]
                 subscription.epoch_lost = True
@@ -218,7 +219,7 @@ class Bridge:
 
     def _flush(self, subscription: Subscription, recorded: list[bytes]) -> None:
         """Deliver history then the buffered live events, in seq order, with no duplicate."""
-        pending = [_decode(raw) for raw in recorded]
+        pending = [_decode(raw, subscription.task_id) for raw in recorded]
         pending.extend(subscription.buffer or [])
         subscription.buffer = None
         for seq, state, text in sorted(pending, key=lambda item: item[0]):
@@ -299,7 +300,7 @@ class Bridge:
         if not subscribers:
             return
         try:
-            seq, state, text = _decode(data)
+            seq, state, text = _decode(data, next(iter(subscribers)).task_id)
         except (ValueError, KeyError, TypeError):
             log.error("event=malformed_event channel=%s", channel)
             return
@@ -330,7 +331,12 @@ class Bridge:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
-def _decode(raw: bytes) -> tuple[int, str, str]:
-    """Seq, state and text of one event, parsed once for all its subscribers."""
+def _decode(raw: bytes, stream_id: str) -> tuple[int, str, str]:
+    """Seq, state and text of one event of ``stream_id``'s stream, parsed once for all its subscribers.
+
+    A workflow step's copy in its workflow's stream has the state ``STEP`` for delivery purposes:
+    it never ends the stream and is never coalesced.
+    """
     event: dict[str, Any] = events.parse(raw)
-    return int(event["seq"]), str(event["state"]), raw.decode()
+    state = str(event["state"]) if event.get("task_id") == stream_id else STEP
+    return int(event["seq"]), state, raw.decode()

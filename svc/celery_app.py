@@ -6,22 +6,11 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.schedules import crontab
 
+from svc.schedules import beat_schedule
 from svc.settings import get_settings
 
 TASK_MODULES = ["svc.tasks.seed", "svc.tasks.diagnostic"]
-
-
-def _crontab(expression: str) -> crontab:
-    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
-    return crontab(
-        minute=minute,
-        hour=hour,
-        day_of_month=day_of_month,
-        month_of_year=month_of_year,
-        day_of_week=day_of_week,
-    )
 
 
 def create_app() -> Celery:
@@ -45,12 +34,7 @@ def create_app() -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "generate-report": {
-                "task": "generate_report_task",
-                "schedule": _crontab(settings.report_schedule),
-            },
-        },
+        beat_schedule=beat_schedule(settings),
     )
     return celery
 

@@ -3,7 +3,9 @@
 Imported by the worker (publisher) and the API (submit, bridge) alike, so the two sides cannot drift.
 Per task, Redis holds:
 
-- ``{ns}:task:{id}``          a hash: ``seq`` (last number given) and ``terminal`` (its final state, once set)
+- ``{ns}:task:{id}``          a hash: ``seq`` (last number given), ``state`` (the newest), ``terminal`` (the
+                              final state, once set), ``revoked`` (cancelled by the API), and for a workflow
+                              step ``workflow``/``step``; for a workflow ``kind``/``total``/``done``
 - ``{ns}:task:{id}:history``  a sorted set of event JSON scored by ``seq``, capped and expiring
 - ``{ns}:task:{id}`` channel  a pub/sub notification carrying the same JSON
 
@@ -13,10 +15,13 @@ The script numbers, stores, trims, expires and publishes in one step, so history
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from svc.settings import Settings
 
 State = Literal["PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
 TERMINAL_STATES: frozenset[str] = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -90,12 +95,18 @@ def channel_task_id(namespace: str, channel: str) -> str | None:
 
 
 # KEYS[1] task hash, KEYS[2] history; ARGV[1] channel, ARGV[2] event JSON without seq,
-# ARGV[3] history cap, ARGV[4] TTL seconds, ARGV[5] the state if this event is terminal, else "".
-# Returns the new seq, or 0 when the task already ended (a duplicate run after a lost ack
-# must never produce a second terminal event, nor events after the first one).
+# ARGV[3] history cap, ARGV[4] TTL seconds, ARGV[5] the state if this event is terminal, else "",
+# ARGV[6] the state name to record, ARGV[7] publish only if the current state is this ("" = always).
+# Returns {seq, revoked, workflow id, step}; seq is 0 when nothing was published: the task already
+# ended (a duplicate run after a lost ack must never produce a second terminal event, nor events
+# after the first one), or its state was not ARGV[7].
 PUBLISH_SCRIPT = """
-if redis.call('HEXISTS', KEYS[1], 'terminal') == 1 then return 0 end
+local info = redis.call('HMGET', KEYS[1], 'revoked', 'workflow', 'step', 'state')
+if redis.call('HEXISTS', KEYS[1], 'terminal') == 1 or (ARGV[7] ~= '' and info[4] ~= ARGV[7]) then
+  return {0, info[1], info[2], info[3]}
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], 'state', ARGV[6])
 local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
 redis.call('ZADD', KEYS[2], seq, event)
 local cap = tonumber(ARGV[3])
@@ -105,7 +116,7 @@ if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'terminal', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('PUBLISH', ARGV[1], event)
-return seq
+return {seq, info[1], info[2], info[3]}
 """
 
 
@@ -150,18 +161,51 @@ def describe_error(exc: BaseException) -> dict[str, str]:
 
 
 def publish_args(
-    namespace: str, task_id: str, state: str, body: bytes, cap: int, ttl: int
+    namespace: str,
+    task_id: str,
+    state: str,
+    body: bytes,
+    cap: int,
+    ttl: int,
+    *,
+    terminal: bool | None = None,
+    only_if: str = "",
 ) -> tuple[list[str], list[str | bytes | int]]:
-    """KEYS and ARGV for PUBLISH_SCRIPT."""
+    """KEYS and ARGV for PUBLISH_SCRIPT (``terminal`` defaults to whether ``state`` is terminal)."""
+    ends = state in TERMINAL_STATES if terminal is None else terminal
     keys = [task_key(namespace, task_id), history_key(namespace, task_id)]
     args: list[str | bytes | int] = [
         task_channel(namespace, task_id),
         body,
         cap,
         ttl,
-        state if state in TERMINAL_STATES else "",
+        state if ends else "",
+        state,
+        only_if,
     ]
     return keys, args
+
+
+def publish_command(
+    settings: Settings, stream_id: str, state: str, body: bytes, *, only_if: str = ""
+) -> tuple[Any, ...]:
+    """The EVAL command that publishes ``body`` (for pipelines; EVAL so a restarted Redis never
+    answers NOSCRIPT — Redis caches the script by its hash)."""
+    keys, args = publish_args(
+        settings.namespace,
+        stream_id,
+        state,
+        body,
+        settings.history_max,
+        settings.history_ttl,
+        only_if=only_if,
+    )
+    return ("EVAL", PUBLISH_SCRIPT, len(keys), *keys, *args)
+
+
+def revoked_error(reason: str) -> dict[str, str]:
+    """The ``error`` of a REVOKED event: why it was revoked (revoked, terminated or expired)."""
+    return {"type": "TaskRevokedError", "message": reason}
 
 
 def parse(raw: bytes | str) -> dict[str, Any]:

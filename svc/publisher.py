@@ -11,24 +11,32 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import signals
+from celery._state import get_current_task
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from svc import events
+from svc import events, workflows
 from svc.settings import get_settings
 
 log = logging.getLogger("svc.publisher")
 
 _local: dict[str, Any] = {"pid": None, "client": None, "script": None, "hostname": None}
 HEARTBEAT_SECONDS = 2.0
+
+
+def redis_client() -> redis.Redis:
+    """This process's Redis client for svc's keys."""
+    return _client()[0]
 
 
 def _client() -> tuple[redis.Redis, Any]:
@@ -45,21 +53,56 @@ def _client() -> tuple[redis.Redis, Any]:
     return _local["client"], _local["script"]
 
 
-def publish(task_id: str, name: str | None, state: str, **fields: Any) -> int:
-    """Record and announce one event atomically; return its seq (0 if the task had already ended)."""
+@dataclass(frozen=True)
+class Published:
+    """What the publish script said: the event's seq (0: not published) and what it knows of the task."""
+
+    seq: int
+    revoked: bool = False
+    workflow_id: str | None = None
+    step: int | None = None
+
+
+def publish_to(
+    stream_id: str, state: str, body: bytes, *, terminal: bool | None = None, only_if: str = ""
+) -> Published:
+    """Run the publish script for one stream (a task, or a workflow); never raises on Redis errors."""
     settings = get_settings()
-    body = events.encode_body(task_id, name, state, worker=fields.pop("worker", _local["hostname"]), **fields)
     keys, args = events.publish_args(
-        settings.namespace, task_id, state, body, settings.history_max, settings.history_ttl
+        settings.namespace,
+        stream_id,
+        state,
+        body,
+        settings.history_max,
+        settings.history_ttl,
+        terminal=terminal,
+        only_if=only_if,
     )
     client, script = _client()
     try:
-        seq = int(script(keys=keys, args=args, client=client))
+        seq, revoked, workflow_id, step = script(keys=keys, args=args, client=client)
     except redis.RedisError:
-        log.exception("event=publish_failed task_id=%s state=%s", task_id, state)
-        return 0
-    log.debug("event=published task_id=%s state=%s seq=%d", task_id, state, seq)
-    return seq
+        log.exception("event=publish_failed task_id=%s state=%s", stream_id, state)
+        return Published(0)
+    return Published(
+        int(seq),
+        revoked is not None,
+        workflow_id.decode() if workflow_id else None,
+        int(step) if step else None,
+    )
+
+
+def publish(task_id: str, name: str | None, state: str, **fields: Any) -> Published:
+    """Record and announce one event of a task atomically (and its copy in its workflow's stream)."""
+    fields.setdefault("worker", _local["hostname"])
+    body = events.encode_body(task_id, name, state, **fields)
+    published = publish_to(task_id, state, body)
+    log.debug("event=published task_id=%s state=%s seq=%d", task_id, state, published.seq)
+    if published.seq and published.workflow_id is not None and published.step is not None:
+        workflows.record_step_event(
+            published.workflow_id, published.step, task_id, name, state, published.seq, fields
+        )
+    return published
 
 
 def _when(countdown_or_eta: Any) -> str | None:
@@ -79,7 +122,36 @@ def _remember_hostname(sender: str, **_: Any) -> None:
 @signals.task_received.connect
 def _on_received(request: Any, **_: Any) -> None:
     retries = (getattr(request, "request_dict", None) or {}).get("retries") or 0
-    publish(request.id, request.name, "RECEIVED", retries=retries, worker=request.hostname)
+    published = publish(request.id, request.name, "RECEIVED", retries=retries, worker=request.hostname)
+    if published.revoked:
+        # Cancelled through the API, maybe before this worker was up to hear the revoke broadcast:
+        # Celery's own revoked set makes the worker drop it (and fire task_revoked) instead of running it.
+        from celery.worker import state as worker_state
+
+        worker_state.revoked.add(request.id)
+
+
+@signals.before_task_publish.connect
+def _announce_retry(headers: dict[str, Any], **_: Any) -> None:
+    """RETRY goes out before the retry message does, so the next attempt's events never overtake it."""
+    current_task = get_current_task()
+    if current_task is None or not current_task.request.id or headers.get("id") != current_task.request.id:
+        return
+    request = current_task.request
+    retries = headers.get("retries") or 0
+    if retries <= (request.retries or 0):
+        return
+    exc = sys.exc_info()[1]
+    publish(
+        request.id,
+        current_task.name,
+        "RETRY",
+        error=events.describe_error(exc) if exc is not None else None,
+        retries=retries,
+        worker=request.hostname,
+        eta=headers.get("eta"),
+    )
+    _local["announced_retry"] = (request.id, retries)
 
 
 @signals.task_prerun.connect
@@ -89,6 +161,8 @@ def _on_started(task_id: str, task: Any, **_: Any) -> None:
 
 @signals.task_retry.connect
 def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
+    if _local.get("announced_retry") == (request.id, (request.retries or 0) + 1):
+        return  # already announced when the retry message was published
     exc = getattr(reason, "exc", None) or reason
     publish(
         request.id,
@@ -118,14 +192,16 @@ def _on_success(sender: Any, result: Any, **_: Any) -> None:
 def _on_failure(sender: Any, task_id: str, exception: BaseException, **_: Any) -> None:
     request = sender.request
     retries = (request.retries or 0) if request.id == task_id else 0
-    publish(task_id, sender.name, "FAILURE", error=exception, retries=retries)
+    max_retries = getattr(sender, "max_retries", None)
+    exhausted = {"retries_exhausted": True} if max_retries and retries >= max_retries else {}
+    publish(task_id, sender.name, "FAILURE", error=exception, retries=retries, **exhausted)
 
 
 @signals.task_revoked.connect
 def _on_revoked(sender: Any, request: Any, terminated: bool, expired: bool, **_: Any) -> None:
     reason = "expired" if expired else "terminated" if terminated else "revoked"
     name = getattr(request, "task", None) or getattr(sender, "name", None)
-    publish(request.id, name, "REVOKED", error={"type": "TaskRevokedError", "message": reason})
+    publish(request.id, name, "REVOKED", error=events.revoked_error(reason))
 
 
 @signals.task_unknown.connect
@@ -139,8 +215,7 @@ def _on_unknown(name: str, id: str, exc: BaseException, **_: Any) -> None:
 
 def report_progress(current: float, total: float | None = None, message: str | None = None) -> None:
     """Report the running task's progress: a PROGRESS event, and the same meta in the result backend."""
-    from celery import current_task
-
+    current_task = get_current_task()
     if current_task is None or not current_task.request.id:
         raise RuntimeError("report_progress() is called from inside a running task")
     request = current_task.request

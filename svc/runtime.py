@@ -8,6 +8,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 from celery import Celery
+from celery._state import _set_task_join_will_block
 
 import svc.tasks  # noqa: F401  (registers the exposed tasks with the app)
 from svc import events
@@ -36,6 +37,9 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
         """Open clients and start the bridge (which connects in the background)."""
+        # Celery's "results will be joined synchronously" flag: with it, apply_async (used for
+        # workflows and revokes) never SUBSCRIBEs this process to result channels it would not read.
+        _set_task_join_will_block(True)
         # A blocking pool: a burst of requests waits for a connection (up to the timeout) instead of
         # failing with "too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -73,6 +77,12 @@ class Runtime:
         if self.backend_redis is not None and self.backend_redis is not self.redis:
             await self.backend_redis.aclose()
         await self.redis.aclose()
+
+    async def workflow_of(self, task_id: str) -> str | None:
+        """The id of the workflow ``task_id`` is a step of, if any."""
+        key = events.task_key(self.settings.namespace, task_id)
+        workflow_id = await self.redis.hget(key, "workflow")
+        return workflow_id.decode() if isinstance(workflow_id, bytes) else None
 
     async def online_workers(self) -> list[str]:
         """Hostnames of workers whose heartbeat is recent."""

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         3600, ge=1, description="Redis broker: seconds before an unacked task reruns"
     )
     report_schedule: str = Field("0 8 * * *", description="crontab (m h dom mon dow) of generate_report_task")
+    schedule: str | None = Field(None, description="JSON object of extra/overriding beat entries")
+    schedule_file: str | None = Field(
+        None, description="path of a JSON file of extra/overriding beat entries"
+    )
 
     @field_validator("api_keys", "allowed_origins", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from svc import events
 from svc.batcher import Batcher
 from svc.errors import InvalidArguments, ServiceUnavailable
 from svc.settings import Settings
+from svc.workflows import Plan
 
 PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEP = "\x06\x16"
@@ -188,19 +189,10 @@ class Submitter:
                 if first is not None:
                     return Submitted(first, name, duplicate=True)
             prepared = prepare(self.app, task_id, name, kwargs, options)
+            # PENDING is recorded before the message is pushed (same connection, in order), so no
+            # worker event can take seq 1.
             pending = events.encode_body(task_id, name, "PENDING")
-            keys, args = events.publish_args(
-                self.settings.namespace,
-                task_id,
-                "PENDING",
-                pending,
-                self.settings.history_max,
-                self.settings.history_ttl,
-            )
-            # EVAL, not EVALSHA: Redis caches the script by its hash, and a restarted Redis never
-            # answers NOSCRIPT. PENDING is recorded before the message is pushed (same connection,
-            # in order), so no worker event can take seq 1.
-            record_pending = ("EVAL", events.PUBLISH_SCRIPT, len(keys), *keys, *args)
+            record_pending = events.publish_command(self.settings, task_id, "PENDING", pending)
             if self.broker_is_redis and prepared.route_kind == "direct":
                 queue_key, message = redis_envelope(prepared, self.delivery_mode, self.transport)
                 if self.broker_is_events_redis:
@@ -218,6 +210,18 @@ class Submitter:
                 raise ServiceUnavailable(f"could not reach the broker: {type(exc).__name__}") from exc
             raise
         return Submitted(task_id, name, duplicate=False)
+
+    async def submit_workflow(self, plan: Plan) -> None:
+        """Record a planned workflow (PENDING for it and every step), then send Celery's canvas.
+
+        The canvas is sent by Celery itself in a worker thread (chains embed later steps in the
+        first message; chords set up the backend's counter), never on the event loop.
+        """
+        try:
+            await self.events_batcher.execute(*plan.commands)
+            await anyio.to_thread.run_sync(lambda: plan.canvas.apply_async())
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable(f"could not reach Redis or the broker: {type(exc).__name__}") from exc
 
     async def _claim_idempotency_key(self, key: str, task_id: str) -> str | None:
         """Atomically bind ``key`` to ``task_id``; return the id an earlier submit bound it to, if any."""

@@ -158,8 +158,12 @@ class Connection:
             )
             return
         try:
-            auth.require_task_access(
-                self.runtime.settings, task_id, token if isinstance(token, str) else None, self.authorization
+            await auth.require_task_access(
+                self.runtime.settings,
+                task_id,
+                token if isinstance(token, str) else None,
+                self.authorization,
+                self.runtime.workflow_of,
             )
         except SvcError as exc:
             self.send_error(task_id, exc.detail)
@@ -181,7 +185,9 @@ async def serve_one_task(
         await refuse(websocket, "origin not allowed")
         return
     try:
-        auth.require_task_access(runtime.settings, task_id, token, websocket.headers.get("authorization"))
+        await auth.require_task_access(
+            runtime.settings, task_id, token, websocket.headers.get("authorization"), runtime.workflow_of
+        )
     except SvcError as exc:
         await refuse(websocket, exc.detail)
         return

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
 from svc.errors import InvalidArguments
 
@@ -21,12 +21,17 @@ class ExposedTask:
     schema: type[BaseModel]
     description: str
 
-    def validate(self, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def validate(
+        self, args: list[Any], kwargs: dict[str, Any], first_supplied: bool = False
+    ) -> dict[str, Any]:
         """Bind positional and keyword arguments to the schema; return them as validated kwargs.
 
+        With ``first_supplied`` the first parameter is left out: Celery passes it at run time (the
+        previous result in a chain, the group's results to a chord callback).
         Raises InvalidArguments (422) with pydantic's error list when they do not fit.
         """
-        fields = list(self.schema.model_fields)
+        schema = self._without_first() if first_supplied else self.schema
+        fields = list(schema.model_fields)
         if len(args) > len(fields):
             raise InvalidArguments(f"{self.name} takes at most {len(fields)} positional arguments")
         bound = dict(zip(fields, args, strict=False))
@@ -34,11 +39,24 @@ class ExposedTask:
         if clash:
             raise InvalidArguments(f"{self.name} got multiple values for {', '.join(clash)}")
         try:
-            model = self.schema.model_validate({**bound, **kwargs})
+            model = schema.model_validate({**bound, **kwargs})
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             raise InvalidArguments(f"arguments do not match {self.name}'s schema", errors=errors) from None
         return model.model_dump(mode="json", exclude_unset=True)
+
+    def _without_first(self) -> type[BaseModel]:
+        """The schema minus its first field (cached per task)."""
+        cached = _WITHOUT_FIRST.get(self.name)
+        if cached is None:
+            fields = {
+                name: (info.annotation, info) for name, info in list(self.schema.model_fields.items())[1:]
+            }
+            cached = create_model(  # type: ignore[call-overload]
+                f"{self.schema.__name__}Rest", __config__=self.schema.model_config, **fields
+            )
+            _WITHOUT_FIRST[self.name] = cached
+        return cached
 
     def catalogue_entry(self) -> dict[str, Any]:
         """How GET /tasks describes this task."""
@@ -46,6 +64,7 @@ class ExposedTask:
 
 
 EXPOSED: dict[str, ExposedTask] = {}
+_WITHOUT_FIRST: dict[str, type[BaseModel]] = {}
 
 
 def exposed_task(schema: type[BaseModel]) -> Callable[[F], F]:

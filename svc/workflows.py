@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from svc import events
 from svc.errors import InvalidArguments, UnknownTask
+from svc.registry import EXPOSED
 from svc.settings import Settings, get_settings
-from svc.tasks.registry import EXPOSED
 
 MAX_STEPS = 100
 Kind = Literal["chain", "group", "chord"]

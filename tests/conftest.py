@@ -69,6 +69,8 @@ def svc_env(redis_url: str, **extra: str) -> dict[str, str]:
         SVC_EMAIL_DELAY="0.2",
         SVC_RETRY_BACKOFF_SCALE="0.01",
         PYTHONUNBUFFERED="1",
+        # Child processes import this checkout, whatever an editable install elsewhere points at.
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     )
     env.update(extra)
     return env

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from svc.celery_app import app
 from svc.publisher import report_progress
-from svc.tasks.registry import exposed_task
+from svc.registry import exposed_task
 
 STRICT = ConfigDict(strict=True, extra="forbid")
 

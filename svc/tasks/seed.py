@@ -10,8 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.celery_app import app
+from svc.registry import exposed_task
 from svc.settings import get_settings
-from svc.tasks.registry import exposed_task
 
 STRICT = ConfigDict(strict=True, extra="forbid")
 

@@ -35,7 +35,14 @@ def private_redis() -> Iterator[RedisProcess]:
 def api_process(redis_url: str, app: str = "bench.app:app", **env: str) -> Iterator[str]:
     """One uvicorn process serving ``app``; yields its base URL."""
     port = free_port()
-    full_env = {**os.environ, "SVC_REDIS_URL": redis_url, "SVC_NAMESPACE": "svcbench", **env}
+    full_env = {
+        **os.environ,
+        "SVC_REDIS_URL": redis_url,
+        "SVC_NAMESPACE": "svcbench",
+        "SVC_RATE_LIMIT": "0",
+        "SVC_WS_MAX_CONNECTIONS": "100000",
+        **env,
+    }
     log = Path(tempfile.mkstemp(prefix="svc-bench-api-", suffix=".log")[1])
     with log.open("wb") as handle:
         process = subprocess.Popen(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -22,16 +23,19 @@ from svc import auth, control, schedules, workflows, ws
 from svc.errors import (
     BadRequest,
     InvalidArguments,
+    RateLimited,
     ServiceUnavailable,
     SvcError,
     UnknownTask,
     UnknownTaskId,
 )
-from svc.limits import BodyLimit
+from svc.limits import BodyLimit, json_depth
 from svc.runtime import Runtime
 from svc.settings import get_settings
 from svc.submit import SubmitRequest
 from svc.tasks import EXPOSED
+
+log = logging.getLogger("svc.api")
 
 STATIC = Path(__file__).parent / "static"
 SDK_SOURCE = Path(__file__).resolve().parents[1] / "clients" / "js" / "src"
@@ -67,8 +71,9 @@ def runtime_of(request: Request | WebSocket) -> Runtime:
 
 
 def problem(error: SvcError) -> JSONResponse:
-    """A problem-details response for ``error``."""
-    return JSONResponse(error.problem(), status_code=error.status, media_type=PROBLEM)
+    """A problem-details response for ``error`` (with Retry-After when rate-limited)."""
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    return JSONResponse(error.problem(), status_code=error.status, media_type=PROBLEM, headers=headers)
 
 
 @app.exception_handler(SvcError)
@@ -83,6 +88,19 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         return problem(BadRequest("the body is not valid JSON"))
     cleaned = [{key: error[key] for key in ("loc", "msg", "type") if key in error} for error in errors]
     return problem(InvalidArguments("the request does not match its schema", errors=cleaned))
+
+
+@app.exception_handler(RecursionError)
+async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+    return problem(BadRequest("the body nests too deeply"))
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    """Anything unforeseen: logged here in full, answered with no detail (no traceback, no paths)."""
+    log.exception("event=unhandled_error")
+    error = SvcError("an unexpected error occurred; it has been logged")
+    return problem(error)
 
 
 @app.exception_handler(RedisError)
@@ -159,12 +177,17 @@ async def submit(
 ) -> Response:
     """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
     runtime = runtime_of(request)
-    auth.require_api_key(runtime.settings, authorization)
+    settings = runtime.settings
+    auth.require_api_key(settings, authorization)
     exposed = EXPOSED.get(name)
     if exposed is None:
         raise UnknownTask(f"no task named {name!r} is exposed")
     body = body or SubmitRequest()
+    if json_depth([body.args, body.kwargs]) > settings.max_json_depth + 1:
+        raise InvalidArguments(f"arguments nest deeper than {settings.max_json_depth} levels")
     kwargs = exposed.validate(body.args, body.kwargs)
+    host = request.client.host if request.client else None
+    await runtime.limiter.check(auth.client_identity(settings, authorization, host))
     submitted = await runtime.submitter.submit(name, kwargs, body.options, idempotency_key)
     task_id = submitted.task_id
     accepted = {
@@ -225,8 +248,13 @@ async def submit_workflow(
 ) -> dict[str, Any]:
     """Run a chain, a group or a chord; its WebSocket carries every step's events and a final one."""
     runtime = runtime_of(request)
-    auth.require_api_key(runtime.settings, authorization)
-    plan = workflows.plan(runtime.app, body, runtime.settings)
+    settings = runtime.settings
+    auth.require_api_key(settings, authorization)
+    if json_depth(body.model_dump(mode="json")) > settings.max_json_depth + 4:
+        raise InvalidArguments(f"arguments nest deeper than {settings.max_json_depth} levels")
+    plan = workflows.plan(runtime.app, body, settings)
+    host = request.client.host if request.client else None
+    await runtime.limiter.check(auth.client_identity(settings, authorization, host))
     await runtime.submitter.submit_workflow(plan)
     workflow_id = plan.workflow_id
     return {

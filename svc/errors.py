@@ -9,6 +9,7 @@ SvcError
 │   └── UnknownTaskId     404  no history and no stored result for that id
 ├── PayloadTooLarge       413
 ├── InvalidArguments      422  arguments fail the task's schema, or bad options
+├── RateLimited           429  too many submits from one client (carries Retry-After)
 └── ServiceUnavailable    503  Redis or the broker cannot be reached in time
 """
 
@@ -81,6 +82,16 @@ class InvalidArguments(SvcError):
     """Arguments or options that fail validation before anything is enqueued."""
 
     status, title = 422, "Unprocessable Content"
+
+
+class RateLimited(SvcError):
+    """Too many submits from one client; ``retry_after`` seconds until the next is allowed."""
+
+    status, title = 429, "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
 
 
 class ServiceUnavailable(SvcError):

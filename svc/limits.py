@@ -8,6 +8,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from svc.errors import PayloadTooLarge
 
 
+def json_depth(value: object) -> int:
+    """How deeply arrays and objects nest in ``value`` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 class BodyLimit:
     """Refuse HTTP bodies over ``limit`` bytes with a 413 problem, by header or while streaming."""
 

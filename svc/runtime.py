@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -15,6 +16,7 @@ from svc import events
 from svc.bridge import Bridge
 from svc.celery_app import app as celery_app
 from svc.history import History
+from svc.ratelimit import RateLimiter
 from svc.settings import Settings
 from svc.submit import Submitter
 
@@ -32,7 +34,9 @@ class Runtime:
     submitter: Submitter
     history: History
     bridge: Bridge
+    limiter: RateLimiter
     connections: set[object] = field(default_factory=set)
+    connections_by_client: Counter[str] = field(default_factory=Counter)
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -67,7 +71,10 @@ class Runtime:
         bridge = Bridge(pubsub_redis, history, settings.namespace)
         await bridge.start()
         submitter = Submitter(celery_app, settings, redis)
-        return cls(settings, celery_app, redis, backend_redis, submitter, history, bridge)
+        limiter = RateLimiter(
+            submitter.events_batcher, settings.namespace, settings.rate_limit, settings.rate_burst
+        )
+        return cls(settings, celery_app, redis, backend_redis, submitter, history, bridge, limiter)
 
     async def stop(self) -> None:
         """Stop the bridge and close every client."""

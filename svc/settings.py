@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     api_keys: CommaList = Field(
         default_factory=list, description="comma-separated API keys; empty = auth off"
     )
-    secret_key: str | None = Field(None, description="signs task tokens; random per process when unset (dev)")
+    secret_key: str | None = Field(
+        None,
+        description="signs task tokens; comma-separated to rotate (first signs, all verify); random if unset",
+    )
     namespace: str = Field("svc", description="prefix of every Redis key and pub/sub channel svc writes")
     allowed_origins: CommaList = Field(default_factory=list, description="WebSocket/CORS origin allow-list")
 
@@ -41,6 +44,13 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest HTTP request body accepted")
+    max_json_depth: int = Field(32, ge=2, description="deepest nesting of arrays/objects in task arguments")
+    rate_limit: float = Field(
+        100.0, ge=0, description="submits per second per API key (per IP with auth off); 0=off"
+    )
+    rate_burst: int = Field(
+        200, ge=1, description="submits a client may make at once before the rate applies"
+    )
     ws_max_message: int = Field(65_536, ge=1024, description="largest WebSocket frame a client may send")
     ws_max_subscriptions: int = Field(1000, ge=1, description="subscriptions per /ws connection")
     ws_send_queue: int = Field(
@@ -48,6 +58,12 @@ class Settings(BaseSettings):
     )
     ws_ping_interval: float = Field(20.0, gt=0, description="seconds between server pings")
     ws_ping_timeout: float = Field(20.0, gt=0, description="seconds to wait for a pong before dropping")
+    ws_max_connections: int = Field(
+        100, ge=1, description="WebSocket connections per API key (or IP) per process"
+    )
+    ws_idle_timeout: float = Field(
+        300.0, gt=0, description="seconds a /ws connection may watch nothing before closing"
+    )
 
     email_delay: float = Field(5.0, ge=0, description="seconds send_email_task pretends to take")
     retry_backoff_scale: float = Field(
@@ -101,7 +117,8 @@ def get_settings() -> Settings:
 
 
 @lru_cache(maxsize=1)
-def signing_key() -> bytes:
-    """The key that signs task tokens: SVC_SECRET_KEY, else a random one for this process."""
-    configured = get_settings().secret_key
-    return configured.encode() if configured else secrets.token_bytes(32)
+def signing_keys() -> tuple[bytes, ...]:
+    """Keys for task tokens, newest first: the first signs, all verify (rotation). From
+    SVC_SECRET_KEY (comma-separated), else one random key for this process (development)."""
+    configured = [key.strip() for key in (get_settings().secret_key or "").split(",") if key.strip()]
+    return tuple(key.encode() for key in configured) or (secrets.token_bytes(32),)

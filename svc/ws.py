@@ -40,6 +40,7 @@ class Connection:
     """One accepted WebSocket: its outbox, its subscriptions, and the pair of tasks that serve it."""
 
     def __init__(self, runtime: Runtime, websocket: WebSocket, *, close_after_terminal: bool) -> None:
+        self.client = client_of(runtime, websocket)
         self.runtime = runtime
         self.websocket = websocket
         self.outbox = Outbox(runtime.settings.ws_send_queue)
@@ -50,6 +51,7 @@ class Connection:
     async def serve(self, reader: Any) -> None:
         """Run ``reader`` and the writer together; when either ends, cancel the other and clean up."""
         self.runtime.connections.add(self)
+        self.runtime.connections_by_client[self.client] += 1
         tasks = [asyncio.create_task(reader), asyncio.create_task(self._write())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -63,6 +65,9 @@ class Connection:
                 await self.runtime.bridge.close(subscription)
             self.subscriptions.clear()
             self.runtime.connections.discard(self)
+            self.runtime.connections_by_client[self.client] -= 1
+            if self.runtime.connections_by_client[self.client] <= 0:
+                del self.runtime.connections_by_client[self.client]
 
     async def subscribe(self, task_id: str, since: int) -> None:
         """Start (or restart, with a new ``since``) delivery of one task's events to this client."""
@@ -114,10 +119,17 @@ class Connection:
                     return
 
     async def read_ops(self) -> None:
-        """Serve the multiplexed endpoint's subscribe/unsubscribe frames until the client goes."""
+        """Serve the multiplexed endpoint's subscribe/unsubscribe frames until the client goes, or
+        until it has watched nothing for SVC_WS_IDLE_TIMEOUT seconds (closed with 1000)."""
+        idle = self.runtime.settings.ws_idle_timeout
         with contextlib.suppress(WebSocketDisconnect):
             while True:
-                message = await self.websocket.receive()
+                try:
+                    async with asyncio.timeout(None if self.subscriptions else idle):
+                        message = await self.websocket.receive()
+                except TimeoutError:
+                    await self.close(CLOSE_DONE, "idle: nothing watched")
+                    return
                 if message["type"] == "websocket.disconnect":
                     return
                 raw = message.get("text")
@@ -171,18 +183,35 @@ class Connection:
         await self.subscribe(task_id, since)
 
 
-async def refuse(websocket: WebSocket, reason: str) -> None:
-    """Close with 1008. Accepted first so that clients see the code; nothing is sent before the close."""
+def client_of(runtime: Runtime, websocket: WebSocket) -> str:
+    """The client a connection counts against: its API key, else its address."""
+    host = websocket.client.host if websocket.client else None
+    return auth.client_identity(runtime.settings, websocket.headers.get("authorization"), host)
+
+
+async def refuse(websocket: WebSocket, reason: str, code: int = CLOSE_POLICY) -> None:
+    """Close with ``code`` (1008 by default). Accepted first so that clients see the code; nothing is
+    sent before the close."""
     await websocket.accept()
-    await websocket.close(code=CLOSE_POLICY, reason=reason[:120])
+    await websocket.close(code=code, reason=reason[:120])
+
+
+async def admit(runtime: Runtime, websocket: WebSocket) -> bool:
+    """Origin and per-client connection checks shared by both endpoints; refuses and returns False."""
+    if not origin_allowed(runtime, websocket):
+        await refuse(websocket, "origin not allowed")
+        return False
+    if runtime.connections_by_client[client_of(runtime, websocket)] >= runtime.settings.ws_max_connections:
+        await refuse(websocket, "too many connections from this client", CLOSE_TRY_LATER)
+        return False
+    return True
 
 
 async def serve_one_task(
     runtime: Runtime, websocket: WebSocket, task_id: str, token: str | None, since: int
 ) -> None:
     """``WS /ws/tasks/{task_id}``: history then live events of one task; closes 1000 after its end."""
-    if not origin_allowed(runtime, websocket):
-        await refuse(websocket, "origin not allowed")
+    if not await admit(runtime, websocket):
         return
     try:
         await auth.require_task_access(
@@ -203,8 +232,7 @@ async def serve_one_task(
 
 async def serve_many_tasks(runtime: Runtime, websocket: WebSocket, token: str | None) -> None:
     """``WS /ws``: a client subscribes and unsubscribes tasks with frames on one connection."""
-    if not origin_allowed(runtime, websocket):
-        await refuse(websocket, "origin not allowed")
+    if not await admit(runtime, websocket):
         return
     settings = runtime.settings
     authorization = websocket.headers.get("authorization")

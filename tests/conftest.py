@@ -68,6 +68,10 @@ def svc_env(redis_url: str, **extra: str) -> dict[str, str]:
         SVC_NAMESPACE=NAMESPACE,
         SVC_EMAIL_DELAY="0.2",
         SVC_RETRY_BACKOFF_SCALE="0.01",
+        # The suite drives hundreds of tasks and sockets from one address; the limits have tests of
+        # their own with the defaults (tests/test_security.py).
+        SVC_RATE_LIMIT="0",
+        SVC_WS_MAX_CONNECTIONS="100000",
         PYTHONUNBUFFERED="1",
         # Child processes import this checkout, whatever an editable install elsewhere points at.
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Header, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -55,8 +55,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.stop()
 
 
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details); some carry more members, e.g. ``errors`` or ``retry_after``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries declaring problem-details bodies for these statuses."""
+    content = {PROBLEM: {"schema": Problem.model_json_schema()}}
+    return {status: {"description": HTTPStatus(status).phrase, "content": content} for status in statuses}
+
+
 app = FastAPI(
     title="svc",
+    responses=problem_responses(400, 401, 403, 404, 413, 422, 429, 500, 503),
     summary="Submit Celery tasks without blocking and watch them live over WebSockets.",
     version="0.1.0",
     lifespan=lifespan,
@@ -70,9 +88,10 @@ def runtime_of(request: Request | WebSocket) -> Runtime:
     return runtime
 
 
-def problem(error: SvcError) -> JSONResponse:
+def problem(error: SvcError, headers: dict[str, str] | None = None) -> JSONResponse:
     """A problem-details response for ``error`` (with Retry-After when rate-limited)."""
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    if isinstance(error, RateLimited):
+        headers = {**(headers or {}), "Retry-After": str(error.retry_after)}
     return JSONResponse(error.problem(), status_code=error.status, media_type=PROBLEM, headers=headers)
 
 
@@ -113,7 +132,7 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     """Starlette's own errors (405, …) in the same problem shape."""
     error = SvcError(str(exc.detail))
     error.status, error.title = exc.status_code, HTTPStatus(exc.status_code).phrase
-    return problem(error)
+    return problem(error, headers=dict(exc.headers) if exc.headers else None)
 
 
 AuthHeader = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]

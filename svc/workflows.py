@@ -20,7 +20,7 @@ from typing import Any, Literal, cast
 
 import orjson
 from celery import Celery, chain, chord, group
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from svc import events
 from svc.errors import InvalidArguments, UnknownTask
@@ -41,36 +41,43 @@ class Step(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
-class WorkflowRequest(BaseModel):
-    """Body of ``POST /workflows``: a chain, a group, or a group with a callback (a chord)."""
+class ChainRequest(BaseModel):
+    """A chain: each step's result is the next step's first argument."""
 
     model_config = ConfigDict(extra="forbid")
 
-    chain: list[Step] | None = Field(None, min_length=1, max_length=MAX_STEPS)
-    group: list[Step] | None = Field(None, min_length=1, max_length=MAX_STEPS)
-    callback: Step | None = Field(None, description="with `group`: run on the list of the group's results")
-
-    @model_validator(mode="after")
-    def _one_shape(self) -> WorkflowRequest:
-        if (self.chain is None) == (self.group is None):
-            raise ValueError("give exactly one of `chain` or `group`")
-        if self.callback is not None and self.group is None:
-            raise ValueError("`callback` goes with `group` (a chord)")
-        return self
+    chain: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
 
     @property
     def kind(self) -> Kind:
-        """chain, group, or chord."""
-        if self.chain is not None:
-            return "chain"
+        """Always "chain"."""
+        return "chain"
+
+    def steps(self) -> list[tuple[Step, bool]]:
+        """Every step in order, each with whether Celery passes it the previous result first."""
+        return [(step, index > 0) for index, step in enumerate(self.chain)]
+
+
+class GroupRequest(BaseModel):
+    """A group (steps run in parallel), or with ``callback`` a chord."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    callback: Step | None = Field(None, description="run on the list of the group's results (a chord)")
+
+    @property
+    def kind(self) -> Kind:
+        """ "group", or "chord" with a callback."""
         return "chord" if self.callback is not None else "group"
 
     def steps(self) -> list[tuple[Step, bool]]:
         """Every step in order, each with whether Celery passes it the previous result(s) first."""
-        if self.chain is not None:
-            return [(step, index > 0) for index, step in enumerate(self.chain)]
-        steps = [(step, False) for step in self.group or []]
+        steps = [(step, False) for step in self.group]
         return steps + ([(self.callback, True)] if self.callback is not None else [])
+
+
+WorkflowRequest = ChainRequest | GroupRequest
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 import orjson
-from fastapi import FastAPI, Header, Query, Request, Response, WebSocket
+from fastapi import Depends, FastAPI, Header, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -136,6 +136,14 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 AuthHeader = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
+
+
+def api_key_required(authorization: AuthHeader = None) -> None:
+    """Dependency: 401 unless auth is off or a configured key is shown (checked before the body)."""
+    auth.require_api_key(get_settings(), authorization)
+
+
+KeyRequired = [Depends(api_key_required)]
 TokenQuery = Annotated[str | None, Query(description="the task's token (from submit)", max_length=200)]
 
 
@@ -168,10 +176,9 @@ def _ping_broker(runtime: Runtime) -> None:
         connection.ensure_connection(max_retries=1, timeout=runtime.settings.redis_timeout)
 
 
-@app.get("/tasks", tags=["tasks"])
-async def catalogue(authorization: AuthHeader = None) -> dict[str, list[dict[str, Any]]]:
+@app.get("/tasks", tags=["tasks"], dependencies=KeyRequired)
+async def catalogue() -> dict[str, list[dict[str, Any]]]:
     """The tasks that may be submitted, with their argument JSON schemas."""
-    auth.require_api_key(get_settings(), authorization)
     return {"tasks": [task.catalogue_entry() for task in EXPOSED.values()]}
 
 
@@ -186,7 +193,7 @@ class Accepted(BaseModel):
     token: str
 
 
-@app.post("/tasks/{name}", status_code=202, tags=["tasks"], response_model=Accepted)
+@app.post("/tasks/{name}", status_code=202, tags=["tasks"], response_model=Accepted, dependencies=KeyRequired)
 async def submit(
     name: str,
     request: Request,
@@ -197,7 +204,6 @@ async def submit(
     """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
     runtime = runtime_of(request)
     settings = runtime.settings
-    auth.require_api_key(settings, authorization)
     exposed = EXPOSED.get(name)
     if exposed is None:
         raise UnknownTask(f"no task named {name!r} is exposed")
@@ -261,14 +267,19 @@ class WorkflowAccepted(BaseModel):
     token: str
 
 
-@app.post("/workflows", status_code=202, tags=["workflows"], response_model=WorkflowAccepted)
+@app.post(
+    "/workflows",
+    status_code=202,
+    tags=["workflows"],
+    response_model=WorkflowAccepted,
+    dependencies=KeyRequired,
+)
 async def submit_workflow(
     body: workflows.WorkflowRequest, request: Request, authorization: AuthHeader = None
 ) -> dict[str, Any]:
     """Run a chain, a group or a chord; its WebSocket carries every step's events and a final one."""
     runtime = runtime_of(request)
     settings = runtime.settings
-    auth.require_api_key(settings, authorization)
     if json_depth(body.model_dump(mode="json")) > settings.max_json_depth + 4:
         raise InvalidArguments(f"arguments nest deeper than {settings.max_json_depth} levels")
     plan = workflows.plan(runtime.app, body, settings)
@@ -286,12 +297,10 @@ async def submit_workflow(
     }
 
 
-@app.get("/schedules", tags=["schedules"])
-async def list_schedules(authorization: AuthHeader = None) -> dict[str, list[dict[str, Any]]]:
+@app.get("/schedules", tags=["schedules"], dependencies=KeyRequired)
+async def list_schedules() -> dict[str, list[dict[str, Any]]]:
     """Beat's periodic tasks with their next run times (UTC)."""
-    settings = get_settings()
-    auth.require_api_key(settings, authorization)
-    return {"schedules": schedules.describe(settings)}
+    return {"schedules": schedules.describe(get_settings())}
 
 
 @app.websocket("/ws/tasks/{task_id}")

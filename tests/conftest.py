@@ -133,12 +133,19 @@ def start_worker(redis_url: str, tmp: Path, name: str, *args: str, **env: str) -
     return Service(process, log)
 
 
-def start_api(redis_url: str, tmp: Path, name: str = "api", port: int | None = None, **env: str) -> Service:
+def start_api(
+    redis_url: str,
+    tmp: Path,
+    name: str = "api",
+    port: int | None = None,
+    log_level: str = "warning",
+    **env: str,
+) -> Service:
     """A real API process under uvicorn; returns once /healthz answers."""
     port = port or free_port()
     log = tmp / f"{name}.log"
     full_env = svc_env(redis_url, **env)
-    process = spawn(["api", "--port", str(port), "--log-level", "warning"], full_env, log)
+    process = spawn(["api", "--port", str(port), "--log-level", log_level], full_env, log)
 
     def healthy() -> bool:
         try:

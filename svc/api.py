@@ -50,8 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for connection in list(runtime.connections):
-            await connection.close(ws.CLOSE_GOING_AWAY, "server shutting down")  # type: ignore[attr-defined]
+        await ws.shut_down_all(runtime)  # anything `svc api`'s graceful shutdown did not reach
         await runtime.stop()
 
 

@@ -31,7 +31,14 @@ def create_app() -> Celery:
         task_send_sent_event=True,
         result_extended=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # kombu sweeps for messages left unacked by a dead worker every interval x throttle
+            # seconds (10 x 10 by default): sweep every interval, scaled to the visibility timeout,
+            # so a lost task runs again within about visibility_timeout + interval.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(settings),

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEV_PROCESSES = ("api", "worker", "beat")
 
@@ -31,14 +32,31 @@ def _redact(text: str) -> str:
 
 
 def run_api(host: str, port: int, log_level: str = "info") -> None:
-    """Serve the FastAPI app with svc's WebSocket limits."""
+    """Serve the FastAPI app with svc's WebSocket limits and a graceful shutdown (close 1001)."""
+    import asyncio
+
     import uvicorn
 
     from svc.settings import get_settings
 
+    class GracefulServer(uvicorn.Server):
+        """On SIGTERM/SIGINT, WebSockets get their queued frames and a 1001 before uvicorn's own
+        shutdown, which would close them with 1012."""
+
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            from svc import api, ws
+
+            runtime = getattr(api.app.state, "runtime", None)
+            if runtime is not None:
+                for server in self.servers:
+                    server.close()  # accept no new connections while the open ones drain
+                await ws.shut_down_all(runtime)
+            await super().shutdown(sockets)
+
     settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    uvicorn.run(
+    config = uvicorn.Config(
         "svc.api:app",
         host=host,
         port=port,
@@ -49,6 +67,7 @@ def run_api(host: str, port: int, log_level: str = "info") -> None:
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
+    asyncio.run(GracefulServer(config).serve())
 
 
 def run_worker(argv: list[str]) -> None:

@@ -37,6 +37,8 @@ class Outbox:
         self._frames: deque[Frame] = deque()
         self._newest: dict[str, Frame] = {}
         self._ready = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
         self.overflowed = False
         self.coalesced = 0
 
@@ -59,6 +61,7 @@ class Outbox:
             return
         frame = Frame(task_id, seq, state, text)
         self._frames.append(frame)
+        self._empty.clear()
         if task_id is not None:
             self._newest[task_id] = frame
         self._ready.set()
@@ -73,4 +76,10 @@ class Outbox:
         frame = self._frames.popleft()
         if frame.task_id is not None and self._newest.get(frame.task_id) is frame:
             del self._newest[frame.task_id]
+        if not self._frames:
+            self._empty.set()
         return frame
+
+    async def drained(self) -> None:
+        """Return once every queued frame has been taken by the writer."""
+        await self._empty.wait()

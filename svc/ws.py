@@ -87,6 +87,13 @@ class Connection:
         text = orjson.dumps({"op": "error", "task_id": task_id, "detail": detail}).decode()
         self.outbox.push(None, 0, "error", text)
 
+    async def shut_down(self, grace: float) -> None:
+        """Send what is queued (for at most ``grace`` seconds), then close with 1001."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.outbox.drained()
+        await self.close(CLOSE_GOING_AWAY, "server shutting down")
+
     async def close(self, code: int, reason: str = "") -> None:
         """Close the socket if it is still open."""
         if self.websocket.application_state == WebSocketState.CONNECTED:
@@ -181,6 +188,12 @@ class Connection:
             self.send_error(task_id, exc.detail)
             return
         await self.subscribe(task_id, since)
+
+
+async def shut_down_all(runtime: Runtime, grace: float = 5.0) -> None:
+    """Close every connection of this process with 1001, each after sending what it had queued."""
+    connections = [c for c in list(runtime.connections) if isinstance(c, Connection)]
+    await asyncio.gather(*(connection.shut_down(grace) for connection in connections))
 
 
 def client_of(runtime: Runtime, websocket: WebSocket) -> str:

@@ -31,6 +31,9 @@ def create_app() -> Celery:
         task_send_sent_event=True,
         result_extended=True,
         broker_connection_retry_on_startup=True,
+        # A result that cannot be stored while Redis restarts is retried, not turned into a failure.
+        result_backend_always_retry=True,
+        result_backend_max_retries=30,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             # kombu sweeps for messages left unacked by a dead worker every interval x throttle

@@ -126,9 +126,8 @@ def start_worker(redis_url: str, tmp: Path, name: str, *args: str, **env: str) -
         log,
     )
     client = redis.Redis.from_url(redis_url)
-    wait_for(
-        lambda: client.zscore(f"{NAMESPACE}:workers", hostname) is not None, 60, f"worker {name}", process
-    )
+    workers = f"{env.get('SVC_NAMESPACE', NAMESPACE)}:workers"
+    wait_for(lambda: client.zscore(workers, hostname) is not None, 60, f"worker {name}", process)
     client.close()
     return Service(process, log)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import redis
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from svc.embedded import free_port
+from svc.embedded import free_port, start_redis
 
 from .conftest import (
     Service,
@@ -24,6 +25,7 @@ from .conftest import (
     start_worker,
     states,
     submit,
+    until,
     watch,
 )
 
@@ -158,3 +160,87 @@ async def test_worker_killed_mid_task_its_task_runs_again_elsewhere(
     assert_in_order(frames)
     assert states(frames).count("STARTED") == 2  # the run after the loss is shown, not hidden
     assert frames[-1]["state"] == "SUCCESS" and frames[-1]["worker"].startswith("rescuer-")
+
+
+def count_keys(client: redis.Redis, namespace: str) -> int:
+    return sum(1 for _ in client.scan_iter(match=f"{namespace}:task:*", count=1000))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_redis_restart_mid_run_loses_nothing(session_dir: Path) -> None:
+    directory = session_dir / f"aof-{uuid.uuid4().hex[:6]}"
+    directory.mkdir()
+    aof = ("--appendonly", "yes", "--appendfsync", "always")
+    server = start_redis(None, directory, *aof)
+    port, url = server.port, server.url
+    env = {"SVC_VISIBILITY_TIMEOUT": "8", "SVC_REDIS_TIMEOUT": "1"}
+    workers = [start_worker(url, session_dir, f"restart-w{n}", "--concurrency", "4", **env) for n in range(2)]
+    api = start_api(url, session_dir, name="api-restart", **env)
+    try:
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
+            bodies = [await submit(http, "count_to", 3, delay=0.05) for _ in range(200)]
+            watchers = [asyncio.create_task(watch(api, body["task_id"], timeout=150)) for body in bodies]
+            await asyncio.sleep(1.0)  # the run is under way (a fault injected at a moment, not a sync)
+            server.stop()
+            started = time.monotonic()
+            refused = await http.post("/tasks/add", json={"args": [1, 2]})
+            assert refused.status_code == 503 and time.monotonic() - started < 5
+            assert (await http.get("/readyz")).status_code == 503
+            server = start_redis(port, directory, *aof)
+            results = await asyncio.gather(*watchers)
+        lost = duplicated = 0
+        for frames, code in results:
+            assert code == 1000
+            seqs = [frame["seq"] for frame in frames]
+            duplicated += len(seqs) - len(set(seqs))
+            assert seqs == sorted(seqs)
+            terminal = [frame for frame in frames if frame["state"] in ("SUCCESS", "FAILURE", "REVOKED")]
+            lost += len(terminal) != 1
+            assert terminal[-1]["state"] == "SUCCESS" and terminal[-1]["result"] == 3
+        print(f"redis restart: tasks=200 watchers=200 lost={lost} duplicated={duplicated}")
+        assert lost == 0 and duplicated == 0
+        log = api.log.read_text()
+        assert "event=bridge_disconnected" in log and "event=bridge_connected" in log
+    finally:
+        api.stop()
+        for one in workers:
+            one.stop()
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_histories_expire_and_redis_memory_falls_back(session_dir: Path) -> None:
+    server = start_redis(None, session_dir)  # its own server: no other worker may take these tasks
+    redis_url, redis_client = server.url, redis.Redis.from_url(server.url)
+    namespace = f"ttl{uuid.uuid4().hex[:6]}"
+    env = {"SVC_NAMESPACE": namespace, "SVC_HISTORY_TTL": "20"}
+    own_worker = start_worker(redis_url, session_dir, f"ttl-{namespace}", "--concurrency", "4", **env)
+    api = start_api(redis_url, session_dir, name=f"api-{namespace}", **env)
+    try:
+        baseline = count_keys(redis_client, namespace)
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+            task_ids: list[str] = []
+            for _ in range(50):
+                batch = await asyncio.gather(*(submit(http, "add", 1, 1) for _ in range(100)))
+                task_ids.extend(body["task_id"] for body in batch)
+        frames, _ = await watch(api, task_ids[-1], timeout=120)  # the queue is FIFO: the rest are done
+        assert frames[-1]["state"] == "SUCCESS"
+        peak_keys = count_keys(redis_client, namespace)
+        peak_memory = int(redis_client.info("memory")["used_memory"])
+        assert peak_keys >= 5000  # a hash and a history per task, none expired yet
+        await until(
+            lambda: count_keys(redis_client, namespace) <= baseline, timeout=90, what="histories expired"
+        )
+        after_memory = int(redis_client.info("memory")["used_memory"])
+        print(
+            f"history TTL: keys {peak_keys} -> {count_keys(redis_client, namespace)}, "
+            f"used_memory {peak_memory} -> {after_memory} bytes"
+        )
+        assert after_memory < peak_memory
+    finally:
+        api.stop()
+        own_worker.stop()
+        redis_client.close()
+        server.stop()

@@ -25,6 +25,8 @@ log = logging.getLogger("svc.ws")
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 CLOSE_DONE, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_LATER = 1000, 1001, 1008, 1013
+# How long a slow client's 1013 close may wait behind the bytes it has not read yet.
+SLOW_CLOSE_GRACE = 30.0
 
 
 def origin_allowed(runtime: Runtime, websocket: WebSocket) -> bool:
@@ -52,7 +54,11 @@ class Connection:
         """Run ``reader`` and the writer together; when either ends, cancel the other and clean up."""
         self.runtime.connections.add(self)
         self.runtime.connections_by_client[self.client] += 1
-        tasks = [asyncio.create_task(reader), asyncio.create_task(self._write())]
+        tasks = [
+            asyncio.create_task(reader),
+            asyncio.create_task(self._write()),
+            asyncio.create_task(self.outbox.overflow.wait()),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -68,6 +74,16 @@ class Connection:
             self.runtime.connections_by_client[self.client] -= 1
             if self.runtime.connections_by_client[self.client] <= 0:
                 del self.runtime.connections_by_client[self.client]
+            if self.outbox.overflowed:
+                await self._close_slow_client()
+
+    async def _close_slow_client(self) -> None:
+        """Close with 1013. The close frame waits behind the unread bytes in the socket's buffer (which is
+        bounded); a client that never reads again is dropped after SLOW_CLOSE_GRACE seconds."""
+        log.warning("event=slow_client_disconnected client_limit=%d", 2 * self.outbox.limit)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SLOW_CLOSE_GRACE):
+                await self.close(CLOSE_TRY_LATER, "send queue full: reconnect with since")
 
     async def subscribe(self, task_id: str, since: int) -> None:
         """Start (or restart, with a new ``since``) delivery of one task's events to this client."""
@@ -102,7 +118,7 @@ class Connection:
 
     async def _write(self) -> None:
         send = self.websocket.send_text
-        try:
+        with contextlib.suppress(Overflow):  # serve() closes the connection with 1013
             while True:
                 frame = await self.outbox.get()
                 await send(frame.text)
@@ -113,9 +129,6 @@ class Connection:
                     if self.close_after_terminal:
                         await self.close(CLOSE_DONE, "task finished")
                         return
-        except Overflow:
-            log.warning("event=slow_client_disconnected queued=%d", len(self.outbox))
-            await self.close(CLOSE_TRY_LATER, "send queue full: reconnect with since")
 
     async def drain_reads(self) -> None:
         """Read and ignore client frames until the client goes (the per-task endpoint)."""

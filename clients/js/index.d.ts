@@ -1,0 +1,282 @@
+// Type declarations for svc-client (kept in step with src/; see README.md for the guarantees).
+
+/** Celery's states, as svc's events carry them. */
+export type TaskState =
+  | "PENDING"
+  | "RECEIVED"
+  | "STARTED"
+  | "PROGRESS"
+  | "RETRY"
+  | "SUCCESS"
+  | "FAILURE"
+  | "REVOKED";
+
+/** The states that end a task: its result() settles and its events() ends. */
+export type TerminalState = "SUCCESS" | "FAILURE" | "REVOKED";
+export declare const TERMINAL_STATES: readonly TerminalState[];
+
+/** `progress` of a PROGRESS event. */
+export interface Progress {
+  current: number;
+  total: number;
+  message?: string | null;
+}
+
+/** `error` of a FAILURE, RETRY or REVOKED event (REVOKED: type "TaskRevokedError", message "revoked" | "terminated" | "expired"). */
+export interface RemoteError {
+  type: string;
+  message: string;
+}
+
+/** One event, as `/ws` and `GET /tasks/{id}` send it. */
+export interface TaskEvent<Result = unknown> {
+  task_id: string;
+  name: string | null;
+  /** 1, 2, 3, … per stream; a handle never delivers the same seq twice or out of order. */
+  seq: number;
+  state: TaskState;
+  /** Unix time, seconds. */
+  ts: number;
+  result: Result | null;
+  error: RemoteError | null;
+  progress: Progress | null;
+  retries: number;
+  worker: string | null;
+  /** false: the server's history no longer reached back to what this client had seen (a gap). */
+  recovered?: boolean;
+  /** RETRY: when the next attempt is due (ISO 8601). */
+  eta?: string;
+  /** FAILURE after the last retry. */
+  retries_exhausted?: boolean;
+  /** A workflow step's copy in its workflow's stream: the workflow's id. */
+  workflow_id?: string;
+  /** A workflow step's index (on step copies, and on a workflow's final FAILURE/REVOKED). */
+  step?: number;
+  /** A workflow step's copy: the seq of the event in the step's own stream. */
+  step_seq?: number;
+  /** A workflow's final FAILURE/REVOKED: the step that did not succeed. */
+  failed_task_id?: string;
+  /** A workflow's PENDING and final SUCCESS: its steps' ids. */
+  steps?: string[];
+  [extra: string]: unknown;
+}
+
+/** A PROGRESS event. */
+export interface ProgressEvent extends TaskEvent {
+  state: "PROGRESS";
+  progress: Progress;
+}
+
+/** The reconnect policy: exponential backoff with full jitter. */
+export interface BackoffOptions {
+  /** Ceiling of the first delay, ms. Default 250. */
+  base?: number;
+  /** Largest ceiling, ms. Default 10000. */
+  cap?: number;
+  /** ms a connection must stay open before the attempt count resets. Default 5000. */
+  stableAfter?: number;
+}
+export declare const BACKOFF_DEFAULTS: Readonly<Required<BackoffOptions>>;
+/** min(cap, base × 2^attempt). */
+export declare function ceiling(attempt: number, options?: BackoffOptions): number;
+/** A delay uniform in [0, ceiling(attempt)) ms. */
+export declare function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
+
+/** A WHATWG-compatible WebSocket class: the browser's, or the `ws` package's on Node. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: { data: any }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: any) => void) | null;
+}
+export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: any) => WebSocketLike;
+
+export interface ClientOptions {
+  /** The API's origin, e.g. "http://127.0.0.1:8000". Default: `location.origin` in a page. */
+  baseUrl?: string;
+  /** Sent as `Authorization: Bearer` on every HTTP call (and the `ws` handshake). Never give it to a browser. */
+  apiKey?: string;
+  /** Default: globalThis.WebSocket. On Node 20: `import { WebSocket } from "ws"`. */
+  WebSocket?: WebSocketConstructor | (new (...args: any[]) => any);
+  /** Default: globalThis.fetch. */
+  fetch?: typeof fetch;
+  /** The reconnect policy. */
+  backoff?: BackoffOptions;
+  /** ms the socket stays open once nothing is watched. Default 1000. */
+  idleTimeout?: number;
+}
+
+export interface SubmitOptions {
+  args?: unknown[];
+  kwargs?: Record<string, unknown>;
+  /** countdown (s), eta (ISO 8601), expires (s or ISO 8601), priority (0-9), queue. */
+  options?: {
+    countdown?: number;
+    eta?: string;
+    expires?: number | string;
+    priority?: number;
+    queue?: string;
+    [option: string]: unknown;
+  };
+  /** Sent as the Idempotency-Key header: a repeat returns the first submit's task. */
+  idempotencyKey?: string;
+  signal?: AbortSignal;
+}
+
+export interface WorkflowStep {
+  task: string;
+  args?: unknown[];
+  kwargs?: Record<string, unknown>;
+}
+
+export type WorkflowSpec =
+  | { chain: WorkflowStep[] }
+  | { group: WorkflowStep[]; callback?: WorkflowStep };
+
+export interface ResultOptions {
+  /** Rejects with signal.reason (a DOMException "AbortError" by default) when aborted. */
+  signal?: AbortSignal;
+  /** ms; rejects with a DOMException "TimeoutError" after it. */
+  timeout?: number;
+}
+
+export interface CancelAnswer {
+  task_id: string;
+  revoked: boolean;
+  terminate: boolean;
+  task_ids?: string[];
+  [extra: string]: unknown;
+}
+
+export interface TaskListeners {
+  event: (event: TaskEvent) => void;
+  progress: (event: ProgressEvent) => void;
+  state: (state: TaskState, event: TaskEvent) => void;
+  error: (error: Error) => void;
+}
+
+/** One task's stream. Watching starts on the first on()/result()/events() and ends at its terminal event. */
+export declare class Task<Result = unknown> {
+  readonly id: string;
+  readonly token: string | null;
+  readonly name: string | null;
+  /** The state of the newest event of this stream's own id ("PENDING" after submit). */
+  readonly state: TaskState;
+  /** The newest seq delivered (0 before any). */
+  readonly lastSeq: number;
+  readonly latest: TaskEvent<Result> | null;
+  /** Every event delivered so far, in seq order. */
+  readonly history: readonly TaskEvent[];
+  /** True once the terminal event was delivered. */
+  readonly done: boolean;
+  on<K extends keyof TaskListeners>(type: K, listener: TaskListeners[K]): () => void;
+  /** The result on SUCCESS; rejects TaskFailedError, TaskRevokedError, SubscriptionError, ConnectionClosedError, AbortError, TimeoutError. */
+  result(options?: ResultOptions): Promise<Result>;
+  /** Every event with seq > since (default: all, replaying those received before), ending after the terminal one. */
+  events(options?: { since?: number }): AsyncGenerator<TaskEvent, void, undefined>;
+  /** DELETE /tasks/{id}: revoke (and with terminate, stop it if running). */
+  cancel(options?: { terminate?: boolean }): Promise<CancelAnswer>;
+  /** GET /tasks/{id}: the newest recorded event (the polling fallback). */
+  fetchState(): Promise<TaskEvent<Result>>;
+  /** Stop watching: pending result() calls reject with an AbortError, events() iterators end. */
+  unwatch(): void;
+}
+
+/** A chain, group or chord: its stream carries every step's events (with step/step_seq) and a final one. */
+export declare class Workflow<Result = unknown> extends Task<Result> {
+  readonly kind: "chain" | "group" | "chord" | null;
+  /** The steps' task ids, in step order. */
+  readonly taskIds: string[];
+}
+
+export declare class Client {
+  constructor(options?: ClientOptions);
+  readonly baseUrl: string;
+  /** True while the shared WebSocket is open. */
+  readonly connected: boolean;
+  /** POST /tasks/{name}. */
+  submit<Result = unknown>(name: string, options?: SubmitOptions): Promise<Task<Result>>;
+  /** A handle for an existing task. */
+  task<Result = unknown>(id: string, token?: string | null): Task<Result>;
+  /** POST /workflows. */
+  workflow<Result = unknown>(spec: WorkflowSpec, options?: { signal?: AbortSignal }): Promise<Workflow<Result>>;
+  /** A handle for an existing workflow. */
+  workflowHandle<Result = unknown>(id: string, token?: string | null, taskIds?: string[]): Workflow<Result>;
+  /** One HTTP call: the parsed JSON body, or a typed HttpError / NetworkError. */
+  request<T = any>(
+    method: string,
+    path: string,
+    init?: { query?: Record<string, unknown>; body?: unknown; headers?: Record<string, string>; signal?: AbortSignal },
+  ): Promise<T>;
+  /** Close the socket; pending result() calls reject with an AbortError. */
+  close(): void;
+}
+
+/** Base of every error the SDK throws on purpose. */
+export declare class SvcError extends Error {}
+
+export interface Problem {
+  type?: string;
+  title?: string;
+  status?: number;
+  detail?: string;
+  [member: string]: unknown;
+}
+
+/** An HTTP error answer (RFC 9457 problem details). */
+export declare class HttpError extends SvcError {
+  readonly status: number;
+  readonly title: string;
+  readonly detail: string;
+  readonly type: string;
+  readonly problem: Problem;
+  readonly method?: string;
+  readonly url?: string;
+  /** Seconds, from Retry-After (429). */
+  readonly retryAfter: number | null;
+}
+export declare class BadRequestError extends HttpError {}
+export declare class UnauthorizedError extends HttpError {}
+export declare class ForbiddenError extends HttpError {}
+export declare class NotFoundError extends HttpError {}
+export declare class PayloadTooLargeError extends HttpError {}
+export declare class ValidationError extends HttpError {}
+export declare class RateLimitedError extends HttpError {}
+export declare class ServiceUnavailableError extends HttpError {}
+/** The HTTP request got no answer; `cause` is fetch's error. */
+export declare class NetworkError extends SvcError {}
+/** The WebSocket was refused for good (1008 auth/origin, 1009). */
+export declare class ConnectionClosedError extends SvcError {
+  readonly code: number;
+  readonly reason: string;
+}
+export declare class TaskError extends SvcError {
+  readonly taskId: string;
+  readonly event: TaskEvent | null;
+}
+export declare class TaskFailedError extends TaskError {
+  /** The remote exception's class, e.g. "ValueError". */
+  readonly type: string;
+  /** The remote exception's message. */
+  readonly remoteMessage: string;
+  /** A workflow's failing step index. */
+  readonly step?: number;
+  /** A workflow's failing step id. */
+  readonly failedTaskId?: string;
+  readonly event: TaskEvent;
+}
+export declare class TaskRevokedError extends TaskError {
+  /** "revoked", "terminated" or "expired". */
+  readonly reason: string;
+  readonly event: TaskEvent;
+}
+/** The server refused a subscription (`{"op": "error"}`). */
+export declare class SubscriptionError extends TaskError {
+  readonly detail: string;
+}
+
+export declare function errorFromResponse(response: Response, method: string, url: string): Promise<HttpError>;
+export declare function parseRetryAfter(value: string | null, now?: number): number | null;

@@ -1,0 +1,147 @@
+/**
+ * The Client: HTTP calls (submit, workflows, cancel, state) and the one shared WebSocket.
+ * @module
+ */
+
+import { NetworkError, errorFromResponse } from "./errors.js";
+import { MuxSocket } from "./socket.js";
+import { Task, Workflow } from "./task.js";
+
+/**
+ * @typedef {object} ClientOptions
+ * @property {string} [baseUrl]  the API's origin, e.g. "http://127.0.0.1:8000" (default: location.origin)
+ * @property {string} [apiKey]   sent as `Authorization: Bearer` on every HTTP call, and on the WebSocket
+ *   handshake where the WebSocket class can send headers (the `ws` package); browsers rely on task tokens
+ * @property {any} [WebSocket]   a WHATWG WebSocket class (default: globalThis.WebSocket; on Node 20 pass
+ *   the `ws` package's)
+ * @property {typeof fetch} [fetch]  default: globalThis.fetch
+ * @property {import("./backoff.js").BackoffOptions} [backoff]  the reconnect policy
+ * @property {number} [idleTimeout]  ms the socket stays open once nothing is watched (default 1000)
+ */
+
+export class Client {
+  /** @param {ClientOptions} [options] */
+  constructor({ baseUrl, apiKey, WebSocket, fetch, backoff, idleTimeout } = {}) {
+    const origin = baseUrl ?? globalThis.location?.origin;
+    if (!origin) throw new TypeError("svc-client: baseUrl is required outside a browser page");
+    /** @type {string} */ this.baseUrl = origin.replace(/\/+$/, "");
+    /** @private */ this._apiKey = apiKey || null;
+    /** @private */ this._fetch = fetch ?? globalThis.fetch?.bind(globalThis);
+    if (typeof this._fetch !== "function") {
+      throw new TypeError("svc-client: no fetch available: pass { fetch } (Node >= 18 has one built in)");
+    }
+    const WebSocketClass = WebSocket ?? globalThis.WebSocket;
+    if (typeof WebSocketClass !== "function") {
+      throw new TypeError(
+        "svc-client: no WebSocket available: pass { WebSocket } — on Node, " +
+          '`import { WebSocket } from "ws"` and `new Client({ baseUrl, WebSocket })`',
+      );
+    }
+    const wsUrl = new URL("/ws", this.baseUrl);
+    wsUrl.protocol = wsUrl.protocol === "https:" ? "wss:" : "ws:";
+    /** @private */
+    this._socket = new MuxSocket({
+      url: wsUrl.href,
+      WebSocket: WebSocketClass,
+      headers: this._apiKey ? { Authorization: `Bearer ${this._apiKey}` } : undefined,
+      backoff,
+      idleTimeout,
+    });
+    /** @private */
+    this._owner = {
+      watch: (/** @type {Task} */ task) => this._socket.watch(task),
+      unwatch: (/** @type {Task} */ task) => this._socket.unwatch(task),
+      request: this.request.bind(this),
+    };
+  }
+
+  /** True while the shared WebSocket is open. */
+  get connected() {
+    return this._socket.connected;
+  }
+
+  /**
+   * Submit task `name` (POST /tasks/{name}); resolves with its handle, state "PENDING".
+   * @param {string} name
+   * @param {{args?: unknown[], kwargs?: Record<string, unknown>, options?: Record<string, unknown>,
+   *   idempotencyKey?: string, signal?: AbortSignal}} [init]
+   * @returns {Promise<Task>}
+   */
+  async submit(name, { args = [], kwargs = {}, options = {}, idempotencyKey, signal } = {}) {
+    const accepted = await this.request("POST", `/tasks/${encodeURIComponent(name)}`, {
+      body: { args, kwargs, options },
+      headers: idempotencyKey ? { "Idempotency-Key": idempotencyKey } : undefined,
+      signal,
+    });
+    return new Task(this._owner, accepted.task_id, accepted.token, { name: accepted.name ?? name });
+  }
+
+  /**
+   * A handle for a task that already exists (submitted elsewhere), from its id and token.
+   * @param {string} id
+   * @param {string | null} [token]
+   * @returns {Task}
+   */
+  task(id, token = null) {
+    return new Task(this._owner, id, token, { state: "PENDING" });
+  }
+
+  /**
+   * Run a chain (`{chain: [...]}`), a group (`{group: [...]}`) or a chord (`{group, callback}`)
+   * (POST /workflows); resolves with a handle whose result() is the workflow's.
+   * @param {{chain?: object[], group?: object[], callback?: object}} spec
+   * @param {{signal?: AbortSignal}} [init]
+   * @returns {Promise<Workflow>}
+   */
+  async workflow(spec, { signal } = {}) {
+    const accepted = await this.request("POST", "/workflows", { body: spec, signal });
+    return new Workflow(this._owner, accepted);
+  }
+
+  /** A handle for a workflow that already exists, from the submit answer's fields. */
+  workflowHandle(/** @type {string} */ id, /** @type {string | null} */ token = null, taskIds = []) {
+    return new Workflow(this._owner, { workflow_id: id, token: token ?? undefined, task_ids: taskIds });
+  }
+
+  /**
+   * One HTTP call to the API; resolves with the parsed JSON body, rejects with a typed HttpError
+   * (problem details) or a NetworkError.
+   * @param {string} method
+   * @param {string} path
+   * @param {{query?: Record<string, unknown>, body?: unknown, headers?: Record<string, string>,
+   *   signal?: AbortSignal}} [init]
+   */
+  async request(method, path, { query, body, headers, signal } = {}) {
+    const url = new URL(path, this.baseUrl);
+    for (const [key, value] of Object.entries(query ?? {})) {
+      if (value != null) url.searchParams.set(key, String(value));
+    }
+    /** @type {Record<string, string>} */
+    const allHeaders = { accept: "application/json", ...headers };
+    if (body !== undefined) allHeaders["content-type"] = "application/json";
+    if (this._apiKey) allHeaders.authorization = `Bearer ${this._apiKey}`;
+    const shown = `${url.origin}${url.pathname}`; // never the token in messages
+    let response;
+    try {
+      response = await this._fetch(url.href, {
+        method,
+        headers: allHeaders,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal,
+      });
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      throw new NetworkError(`${method} ${shown} failed: ${/** @type {Error} */ (error).message}`, {
+        cause: error,
+      });
+    }
+    if (!response.ok) throw await errorFromResponse(response, method, shown);
+    const text = await response.text();
+    return text ? JSON.parse(text) : null;
+  }
+
+  /** Close the WebSocket; every pending result() rejects with an AbortError and watching stops. */
+  close() {
+    this._socket.close(new DOMException("the client was closed", "AbortError"));
+  }
+}

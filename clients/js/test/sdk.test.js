@@ -1,0 +1,240 @@
+// The SDK against real svc processes (redis-server, a Celery worker, the API): submit, progress,
+// failures, cancel, one shared socket, HTTP errors (also with auth on), workflows.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { WebSocket } from "ws";
+
+import {
+  Client,
+  ForbiddenError,
+  HttpError,
+  NotFoundError,
+  SubscriptionError,
+  TaskFailedError,
+  TaskRevokedError,
+  UnauthorizedError,
+  ValidationError,
+} from "../src/index.js";
+import { Stack, countingWebSocket } from "./harness.js";
+
+const T = { timeout: 60_000 };
+/** @type {Stack} */
+let stack;
+/** @type {Client} */
+let client;
+
+before(async () => {
+  stack = await new Stack().start();
+  client = new Client({ baseUrl: stack.baseUrl, WebSocket });
+}, { timeout: 120_000 });
+
+after(async () => {
+  client?.close();
+  await stack?.stop();
+}, { timeout: 60_000 });
+
+describe("tasks", () => {
+  test("add(2, 3) resolves 5 and the handle's state ends SUCCESS", T, async () => {
+    const task = await client.submit("add", { args: [2, 3] });
+    assert.match(task.id, /^[0-9a-f-]{36}$/);
+    assert.equal(task.state, "PENDING");
+    assert.equal(typeof task.token, "string");
+    /** @type {string[]} */ const states = [];
+    task.on("state", (state) => states.push(state));
+    assert.equal(await task.result({ timeout: 20_000 }), 5);
+    assert.equal(task.state, "SUCCESS");
+    assert.equal(states.at(-1), "SUCCESS");
+  });
+
+  test("count_to(5) gives progress 1..5 in order, contiguous seqs, and events() ends after SUCCESS", T, async () => {
+    const task = await client.submit("count_to", { args: [5], kwargs: { delay: 0.05 } });
+    /** @type {number[]} */ const progress = [];
+    task.on("progress", (ev) => progress.push(ev.progress.current));
+    /** @type {any[]} */ const events = [];
+    for await (const ev of task.events()) events.push(ev);
+    const seqs = events.map((ev) => ev.seq);
+    assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), `seqs ${seqs}`);
+    assert.deepEqual(progress, [1, 2, 3, 4, 5]);
+    assert.deepEqual(
+      events.filter((ev) => ev.state === "PROGRESS").map((ev) => [ev.progress.current, ev.progress.total]),
+      [[1, 5], [2, 5], [3, 5], [4, 5], [5, 5]],
+    );
+    assert.equal(events.at(-1).state, "SUCCESS");
+    assert.equal(events.at(-1).result, 5);
+    assert.equal(await task.result(), 5);
+  });
+
+  test("fail('boom') rejects with TaskFailedError ValueError: boom", T, async () => {
+    const task = await client.submit("fail", { args: ["boom"] });
+    await assert.rejects(task.result({ timeout: 20_000 }), (error) => {
+      assert.ok(error instanceof TaskFailedError, String(error));
+      assert.equal(error.type, "ValueError");
+      assert.equal(error.remoteMessage, "boom");
+      assert.equal(error.taskId, task.id);
+      assert.equal(error.event.state, "FAILURE");
+      return true;
+    });
+    assert.equal(task.state, "FAILURE");
+  });
+
+  test("cancel({terminate: true}) of a running sleep(30) rejects result() with TaskRevokedError", T, async () => {
+    const task = await client.submit("sleep", { args: [30] });
+    const started = new Promise((done) => task.on("state", (state) => state === "STARTED" && done(state)));
+    // assert.rejects subscribes at once: REVOKED may arrive before DELETE's answer does
+    const revoked = assert.rejects(task.result({ timeout: 20_000 }), (error) => {
+      assert.ok(error instanceof TaskRevokedError, String(error));
+      assert.equal(error.reason, "terminated");
+      return true;
+    });
+    await started;
+    const answer = await task.cancel({ terminate: true });
+    assert.equal(answer.revoked, true);
+    await revoked;
+    assert.equal(task.state, "REVOKED");
+  });
+
+  test("a handle made from id and token watches a task someone else submitted", T, async () => {
+    const submitted = await client.submit("echo", { kwargs: { value: { a: [1, 2] } } });
+    const other = new Client({ baseUrl: stack.baseUrl, WebSocket });
+    try {
+      assert.deepEqual(await other.task(submitted.id, submitted.token).result({ timeout: 20_000 }), { a: [1, 2] });
+    } finally {
+      other.close();
+    }
+  });
+
+  test("an Idempotency-Key repeated returns the same task id", T, async () => {
+    const key = `k-${Date.now()}-${Math.random()}`;
+    const first = await client.submit("add", { args: [1, 1], idempotencyKey: key });
+    const second = await client.submit("add", { args: [1, 1], idempotencyKey: key });
+    assert.equal(second.id, first.id);
+    assert.equal(await second.result({ timeout: 20_000 }), 2);
+  });
+});
+
+describe("one socket", () => {
+  test("100 tasks share one WebSocket, all resolve, and the socket closes once they are done", T, async () => {
+    const { WebSocket: Counting, instances } = countingWebSocket(WebSocket);
+    const shared = new Client({ baseUrl: stack.baseUrl, WebSocket: Counting, idleTimeout: 100 });
+    try {
+      const tasks = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => shared.submit("add", { args: [i, 1000] })),
+      );
+      const results = await Promise.all(tasks.map((task) => task.result({ timeout: 45_000 })));
+      assert.deepEqual(results, tasks.map((_, i) => i + 1000));
+      assert.equal(instances.length, 1, "one socket for all 100 tasks");
+      await instances[0].closed;
+      assert.equal(shared.connected, false);
+      assert.ok(tasks.every((task) => task.state === "SUCCESS"));
+    } finally {
+      shared.close();
+    }
+  });
+});
+
+describe("HTTP errors", () => {
+  test("an unknown task id is NotFoundError 404 and an unknown task name too", T, async () => {
+    await assert.rejects(client.task("00000000-0000-0000-0000-000000000000").fetchState(), (error) => {
+      assert.ok(error instanceof NotFoundError);
+      assert.ok(error instanceof HttpError);
+      assert.equal(error.status, 404);
+      assert.equal(error.problem.status, 404);
+      return true;
+    });
+    await assert.rejects(client.submit("no_such_task"), { name: "NotFoundError", status: 404 });
+  });
+
+  test("arguments that fail the schema are ValidationError 422 with the problem's detail", T, async () => {
+    await assert.rejects(client.submit("add", { args: ["two", 3] }), (error) => {
+      assert.ok(error instanceof ValidationError, String(error));
+      assert.equal(error.status, 422);
+      assert.ok(error.detail.length > 0);
+      assert.equal(error.title.length > 0, true);
+      return true;
+    });
+  });
+
+  describe("with auth on", () => {
+    /** @type {any} */ let api;
+    before(async () => {
+      api = await stack.startApi({
+        name: "api-auth",
+        env: { SVC_API_KEYS: "js-key-1", SVC_SECRET_KEY: "js-secret" },
+      });
+    }, { timeout: 60_000 });
+    after(() => api?.stop(), { timeout: 30_000 });
+
+    test("no API key is UnauthorizedError 401; the key submits and watches", T, async () => {
+      const anonymous = new Client({ baseUrl: api.baseUrl, WebSocket });
+      await assert.rejects(anonymous.submit("add", { args: [1, 2] }), (error) => {
+        assert.ok(error instanceof UnauthorizedError, String(error));
+        assert.equal(error.status, 401);
+        return true;
+      });
+      const keyed = new Client({ baseUrl: api.baseUrl, apiKey: "js-key-1", WebSocket });
+      try {
+        const task = await keyed.submit("add", { args: [20, 22] });
+        assert.equal(await task.result({ timeout: 20_000 }), 42);
+        // A browser-like client (no key, only the task's token) may watch it, but not read another.
+        assert.equal(await anonymous.task(task.id, task.token).result({ timeout: 20_000 }), 42);
+        const other = await keyed.submit("add", { args: [1, 1] });
+        await assert.rejects(
+          anonymous.task(other.id, task.token).result({ timeout: 20_000 }),
+          (error) => error instanceof SubscriptionError && error.detail.length > 0,
+        );
+        await assert.rejects(anonymous.task(other.id, task.token).fetchState(), ForbiddenError);
+      } finally {
+        keyed.close();
+        anonymous.close();
+      }
+    });
+  });
+});
+
+describe("workflows", () => {
+  test("a chain resolves with the last step's result after every step's events", T, async () => {
+    const wf = await client.workflow({
+      chain: [{ task: "fetch_data", args: ["crm"], kwargs: {} }, { task: "process_data" }, { task: "save_data" }],
+    });
+    assert.equal(wf.kind, "chain");
+    assert.equal(wf.taskIds.length, 3);
+    /** @type {any[]} */ const events = [];
+    wf.on("event", (ev) => events.push(ev));
+    const value = await wf.result({ timeout: 30_000 });
+    const stepSuccesses = events.filter((ev) => ev.step_seq != null && ev.state === "SUCCESS");
+    assert.deepEqual(stepSuccesses.map((ev) => ev.step), [0, 1, 2]);
+    assert.deepEqual(stepSuccesses.map((ev) => ev.task_id), wf.taskIds);
+    assert.equal(value, stepSuccesses.at(-1).result);
+    assert.equal(typeof value, "string");
+    const seqs = events.map((ev) => ev.seq);
+    assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), "one stream, contiguous seqs");
+    assert.equal(events.at(-1).task_id, wf.id);
+    assert.equal(wf.state, "SUCCESS");
+  });
+
+  test("a chain whose second step fails rejects naming that step; later steps never run", T, async () => {
+    const wf = await client.workflow({
+      chain: [{ task: "echo", args: ["boom"] }, { task: "fail" }, { task: "save_data" }],
+    });
+    /** @type {any[]} */ const events = [];
+    for await (const ev of wf.events()) events.push(ev);
+    await assert.rejects(wf.result(), (error) => {
+      assert.ok(error instanceof TaskFailedError, String(error));
+      assert.equal(error.type, "ValueError");
+      assert.equal(error.remoteMessage, "boom");
+      assert.equal(error.step, 1);
+      assert.equal(error.failedTaskId, wf.taskIds[1]);
+      return true;
+    });
+    assert.equal(events.at(-1).state, "FAILURE");
+    assert.ok(!events.some((ev) => ev.step === 2 && ev.state === "STARTED"), "step 2 never started");
+  });
+
+  test("a group resolves with every step's result, in order", T, async () => {
+    const wf = await client.workflow({
+      group: [{ task: "add", args: [1, 1] }, { task: "add", args: [2, 2] }, { task: "add", args: [3, 3] }],
+    });
+    assert.deepEqual(await wf.result({ timeout: 30_000 }), [2, 4, 6]);
+  });
+});

@@ -1,0 +1,329 @@
+// Unit tests: the backoff policy, the error mapping, and the socket's routing/dedupe/reconnect rules
+// against an in-memory WebSocket (the integration suites run the same paths against real servers).
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import {
+  BACKOFF_DEFAULTS,
+  BadRequestError,
+  Client,
+  ConnectionClosedError,
+  ForbiddenError,
+  HttpError,
+  NetworkError,
+  NotFoundError,
+  RateLimitedError,
+  SubscriptionError,
+  TaskFailedError,
+  TaskRevokedError,
+  UnauthorizedError,
+  ValidationError,
+  backoffDelay,
+  ceiling,
+  errorFromResponse,
+  parseRetryAfter,
+} from "../src/index.js";
+
+const T = { timeout: 10_000 };
+
+describe("backoff", () => {
+  test("ceiling doubles from base and stops at cap", T, () => {
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5, 6, 7].map((attempt) => ceiling(attempt)),
+      [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000],
+    );
+    assert.equal(ceiling(10_000), BACKOFF_DEFAULTS.cap, "huge attempts stay at the cap");
+    assert.equal(ceiling(3, { base: 100, cap: 500 }), 500);
+  });
+
+  test("delays are full jitter: within [0, ceiling) and spread, not constant", T, () => {
+    for (let attempt = 0; attempt < 12; attempt++) {
+      const delays = Array.from({ length: 200 }, () => backoffDelay(attempt));
+      const top = ceiling(attempt);
+      assert.ok(delays.every((delay) => delay >= 0 && delay < top), `attempt ${attempt}: ${delays}`);
+      assert.ok(new Set(delays).size > 20, `attempt ${attempt} is jittered`);
+      assert.ok(Math.max(...delays) > top / 2, `attempt ${attempt} reaches the upper half`);
+    }
+  });
+
+  test("the random source decides the point in the window", T, () => {
+    assert.equal(backoffDelay(2, {}, () => 0), 0);
+    assert.equal(backoffDelay(2, {}, () => 0.5), 500);
+    assert.equal(backoffDelay(2, {}, () => 0.999999), 999);
+  });
+});
+
+describe("error mapping", () => {
+  /** @param {number} status @param {object} body @param {Record<string, string>} [headers] */
+  const problem = (status, body, headers = {}) =>
+    new Response(JSON.stringify(body), {
+      status,
+      headers: { "content-type": "application/problem+json", ...headers },
+    });
+
+  test("each problem status becomes its own HttpError subclass carrying the body", T, async () => {
+    const cases = [
+      [400, BadRequestError],
+      [401, UnauthorizedError],
+      [403, ForbiddenError],
+      [404, NotFoundError],
+      [422, ValidationError],
+      [429, RateLimitedError],
+    ];
+    for (const [status, Class] of cases) {
+      const body = { type: `https://svc/errors/${status}`, title: "T", status, detail: `d${status}` };
+      const error = await errorFromResponse(problem(status, body), "POST", "http://h/tasks/add");
+      assert.ok(error instanceof Class, `${status} -> ${error.name}`);
+      assert.ok(error instanceof HttpError);
+      assert.equal(error.status, status);
+      assert.equal(error.detail, `d${status}`);
+      assert.equal(error.title, "T");
+      assert.equal(error.type, body.type);
+      assert.deepEqual(error.problem, body);
+      assert.match(error.message, new RegExp(`POST http://h/tasks/add answered ${status}: d${status}`));
+    }
+  });
+
+  test("429 carries Retry-After in seconds", T, async () => {
+    const response = problem(429, { title: "Too Many Requests", status: 429, detail: "slow" }, { "retry-after": "3" });
+    const error = await errorFromResponse(response, "POST", "u");
+    assert.ok(error instanceof RateLimitedError);
+    assert.equal(error.retryAfter, 3);
+    assert.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4_000), 6);
+    assert.equal(parseRetryAfter("soon"), null);
+  });
+
+  test("a non-JSON error body still gives a typed error with the status", T, async () => {
+    const error = await errorFromResponse(new Response("<html>bad gateway</html>", { status: 502 }), "GET", "u");
+    assert.ok(error instanceof HttpError);
+    assert.equal(error.status, 502);
+    assert.deepEqual(error.problem, {});
+  });
+
+  test("FAILURE and REVOKED events become task errors with the remote details", T, () => {
+    const failed = new TaskFailedError("t1", { state: "FAILURE", error: { type: "ValueError", message: "boom" } });
+    assert.equal(failed.type, "ValueError");
+    assert.equal(failed.remoteMessage, "boom");
+    assert.equal(failed.taskId, "t1");
+    assert.equal(failed.name, "TaskFailedError");
+    const revoked = new TaskRevokedError("t2", { state: "REVOKED", error: { type: "TaskRevokedError", message: "terminated" } });
+    assert.equal(revoked.reason, "terminated");
+  });
+});
+
+describe("HTTP calls", () => {
+  /** A fetch that records its calls and answers `answer`. */
+  function recorder(answer = () => new Response(JSON.stringify({ task_id: "t1", name: "add", token: "tok" }), { status: 202 })) {
+    /** @type {{url: string, init: any}[]} */ const calls = [];
+    const fetch = async (/** @type {string} */ url, /** @type {any} */ init) => {
+      calls.push({ url, init });
+      return answer();
+    };
+    return { calls, fetch };
+  }
+
+  test("submit POSTs the body with the key and the Idempotency-Key; cancel sends the token", T, async () => {
+    const { calls, fetch } = recorder();
+    const client = new Client({ baseUrl: "http://api.test/", apiKey: "k1", fetch, WebSocket: FakeWebSocket });
+    const task = await client.submit("add", { args: [2, 3], options: { countdown: 1 }, idempotencyKey: "i1" });
+    assert.equal(task.id, "t1");
+    assert.equal(task.token, "tok");
+    assert.equal(task.state, "PENDING");
+    assert.equal(calls[0].url, "http://api.test/tasks/add");
+    assert.equal(calls[0].init.method, "POST");
+    assert.deepEqual(JSON.parse(calls[0].init.body), { args: [2, 3], kwargs: {}, options: { countdown: 1 } });
+    assert.equal(calls[0].init.headers.authorization, "Bearer k1");
+    assert.equal(calls[0].init.headers["Idempotency-Key"], "i1");
+    await task.cancel({ terminate: true });
+    assert.equal(calls[1].init.method, "DELETE");
+    assert.equal(calls[1].url, "http://api.test/tasks/t1?token=tok&terminate=true");
+    await client.task("t2", "a b").cancel();
+    assert.equal(calls[2].url, "http://api.test/tasks/t2?token=a+b");
+  });
+
+  test("an unreachable API is a NetworkError whose message names the URL but not the token", T, async () => {
+    const fetch = async () => {
+      throw new TypeError("fetch failed");
+    };
+    const client = new Client({ baseUrl: "http://api.test", fetch, WebSocket: FakeWebSocket });
+    await assert.rejects(client.task("t1", "secret-token").fetchState(), (error) => {
+      assert.ok(error instanceof NetworkError);
+      assert.match(error.message, /GET http:\/\/api.test\/tasks\/t1 failed/);
+      assert.doesNotMatch(error.message, /secret-token/);
+      return true;
+    });
+  });
+});
+
+/** An in-memory WebSocket: records what the client sends; the test plays the server. */
+class FakeWebSocket {
+  /** @type {FakeWebSocket[]} */
+  static instances = [];
+
+  /** @param {string} url */
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    /** @type {any[]} */ this.sent = [];
+    FakeWebSocket.instances.push(this);
+  }
+
+  /** @param {string} data */
+  send(data) {
+    this.sent.push(JSON.parse(data));
+  }
+
+  close() {
+    this.readyState = 3;
+  }
+
+  open() {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+
+  /** @param {object} frame */
+  receive(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+
+  /** @param {number} code */
+  drop(code, reason = "") {
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+}
+
+function fakeClient() {
+  FakeWebSocket.instances = [];
+  const client = new Client({
+    baseUrl: "http://127.0.0.1:1",
+    WebSocket: FakeWebSocket,
+    fetch: async () => new Response("{}"),
+    backoff: { base: 1, cap: 2 },
+    idleTimeout: 0,
+  });
+  return client;
+}
+
+const until = async (/** @type {() => boolean} */ predicate) => {
+  while (!predicate()) await new Promise((done) => setTimeout(done, 1));
+};
+
+const event = (/** @type {string} */ id, /** @type {number} */ seq, state = "STARTED", extra = {}) => ({
+  task_id: id, name: "t", seq, state, ts: 0, result: null, error: null, progress: null, retries: 0, worker: null, ...extra,
+});
+
+describe("socket rules (in-memory server)", () => {
+  test("events are deduplicated by seq, and a reconnect resubscribes with since = last seq", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "tok-a");
+    /** @type {number[]} */ const seen = [];
+    task.on("event", (ev) => seen.push(ev.seq));
+    const result = task.result();
+    const [first] = FakeWebSocket.instances;
+    assert.equal(first.url, "ws://127.0.0.1:1/ws?token=tok-a");
+    first.open();
+    assert.deepEqual(first.sent, [{ op: "subscribe", task_id: "a", token: "tok-a", since: 0 }]);
+    first.receive(event("a", 1, "PENDING"));
+    first.receive(event("a", 2, "RECEIVED"));
+    first.receive(event("a", 2, "RECEIVED")); // duplicate
+    first.drop(1006);
+    await until(() => FakeWebSocket.instances.length === 2);
+    const second = FakeWebSocket.instances[1];
+    second.open();
+    assert.deepEqual(second.sent, [{ op: "subscribe", task_id: "a", token: "tok-a", since: 2 }]);
+    second.receive(event("a", 1, "PENDING")); // stale
+    second.receive(event("a", 3, "SUCCESS", { result: 42 }));
+    assert.equal(await result, 42);
+    assert.deepEqual(seen, [1, 2, 3]);
+    assert.equal(task.state, "SUCCESS");
+    assert.deepEqual(second.sent.at(-1), { op: "unsubscribe", task_id: "a" });
+  });
+
+  test("frames with step_seq go to the workflow's stream; only its own event settles it", T, async () => {
+    const client = fakeClient();
+    const wf = client.workflowHandle("wf", "tok", ["s0", "s1"]);
+    /** @type {any[]} */ const steps = [];
+    wf.on("event", (ev) => steps.push([ev.task_id, ev.seq]));
+    const result = wf.result();
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(event("wf", 1, "PENDING"));
+    ws.receive(event("s0", 2, "SUCCESS", { workflow_id: "wf", step: 0, step_seq: 4, result: 1 }));
+    ws.receive(event("s0", 9, "SUCCESS")); // a frame of the step's own stream: not watched, dropped
+    assert.equal(wf.done, false, "a step's SUCCESS does not end the workflow");
+    ws.receive(event("wf", 3, "SUCCESS", { result: "all done" }));
+    assert.equal(await result, "all done");
+    assert.deepEqual(steps, [["wf", 1], ["s0", 2], ["wf", 3]]);
+  });
+
+  test("an op:error frame rejects that task only, with the server's detail", T, async () => {
+    const client = fakeClient();
+    const refused = client.task("x", "bad");
+    const fine = client.task("y", "good");
+    const refusedResult = refused.result();
+    const fineResult = fine.result();
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive({ op: "error", task_id: "x", detail: "the token does not open this task" });
+    await assert.rejects(refusedResult, (error) => {
+      assert.ok(error instanceof SubscriptionError);
+      assert.equal(error.detail, "the token does not open this task");
+      return true;
+    });
+    ws.receive(event("y", 1, "FAILURE", { error: { type: "KeyError", message: "k" } }));
+    await assert.rejects(fineResult, TaskFailedError);
+  });
+
+  test("close 1008 rejects every watcher and does not reconnect; 1001 reconnects", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    const result = task.result();
+    FakeWebSocket.instances[0].open();
+    FakeWebSocket.instances[0].drop(1001, "server shutting down");
+    await until(() => FakeWebSocket.instances.length === 2);
+    FakeWebSocket.instances[1].open();
+    FakeWebSocket.instances[1].drop(1008, "an API key or a task token is required");
+    await assert.rejects(result, (error) => error instanceof ConnectionClosedError && error.code === 1008);
+    await new Promise((done) => setTimeout(done, 30));
+    assert.equal(FakeWebSocket.instances.length, 2, "no reconnect after 1008");
+  });
+
+  test("a terminal event that arrived before result() was called still settles it", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    task.on("progress", () => {});
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(event("a", 1, "REVOKED", { error: { type: "TaskRevokedError", message: "revoked" } }));
+    await assert.rejects(task.result(), TaskRevokedError);
+    /** @type {number[]} */ const replayed = [];
+    for await (const ev of task.events()) replayed.push(ev.seq);
+    assert.deepEqual(replayed, [1], "events() replays what came before it and ends");
+  });
+
+  test("result() honours an AbortSignal and a timeout", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    const controller = new AbortController();
+    const aborted = task.result({ signal: controller.signal });
+    controller.abort();
+    await assert.rejects(aborted, { name: "AbortError" });
+    await assert.rejects(task.result({ timeout: 5 }), { name: "TimeoutError" });
+    client.close();
+    await assert.rejects(task.result(), { name: "AbortError" });
+  });
+
+  test("no WebSocket implementation is a clear error", T, () => {
+    const saved = globalThis.WebSocket;
+    // @ts-ignore Node 20 has none; make sure of it for newer Nodes too
+    delete globalThis.WebSocket;
+    try {
+      assert.throws(() => new Client({ baseUrl: "http://h" }), /no WebSocket available: pass \{ WebSocket \}/);
+    } finally {
+      if (saved) globalThis.WebSocket = saved;
+    }
+  });
+});

@@ -69,7 +69,12 @@ class Subscription:
         """Send one event if it is new; remember it was sent."""
         if self.done or (seq <= self.last_seq and not self.epoch_lost):
             return
-        self.epoch_lost = False
+        if self.epoch_lost:
+            # The first event after a lost history: say so, so that a client that drops seqs it has
+            # seen (a Redis that lost its data starts counting again) keeps it.
+            self.epoch_lost = False
+            if '"recovered":false' not in text:
+                text = events.with_recovered_false(text.encode()).decode()
         self.last_seq = seq
         self.sink.push(self.task_id, seq, state, text)
         if state in events.TERMINAL_STATES:
@@ -203,13 +208,20 @@ class Bridge:
     async def _catch_up(self, subscription: Subscription) -> None:
         since = subscription.last_seq
         recorded = await self.history.after(subscription.task_id, since)
-        if since > 0 and not recorded and await self.history.latest(subscription.task_id) is None:
-            # Nothing recorded at all although the client saw events: the history expired or was lost.
-            # Accept the stored snapshot (seq 0), or failing that the next event whatever its seq.
-            stored = await self.history.stored_result(subscription.task_id)
-            subscription.epoch_lost = True
-            self._flush(subscription, [stored] if stored else [])
-            return
+        if since > 0 and not recorded:
+            latest = await self.history.latest(subscription.task_id)
+            if latest is None:
+                # Nothing recorded at all although the client saw events: the history expired or was
+                # lost. Accept the stored snapshot (seq 0), or failing that the next event whatever its seq.
+                stored = await self.history.stored_result(subscription.task_id)
+                subscription.epoch_lost = True
+                self._flush(subscription, [stored] if stored else [])
+                return
+            if _decode(latest, subscription.task_id)[0] < since:
+                # The counter went backwards: Redis lost the task's keys and it started again at 1.
+                subscription.epoch_lost = True
+                self._flush(subscription, [events.with_recovered_false(latest)])
+                return
         if recorded:
             first_seq = _decode(recorded[0], subscription.task_id)[0]
             if since > 0 and first_seq > since + 1:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from typing import Any
 
 import orjson
@@ -49,6 +50,7 @@ class Connection:
         self.subscriptions: dict[str, Subscription] = {}
         self.close_after_terminal = close_after_terminal
         self.authorization = websocket.headers.get("authorization")
+        self.last_watched = time.monotonic()  # when a task was last watched (for the idle timeout)
 
     async def serve(self, reader: Any) -> None:
         """Run ``reader`` and the writer together; when either ends, cancel the other and clean up."""
@@ -96,6 +98,7 @@ class Connection:
         """Stop delivering one task's events."""
         subscription = self.subscriptions.pop(task_id, None)
         if subscription is not None:
+            self.last_watched = time.monotonic()
             await self.runtime.bridge.close(subscription)
 
     def send_error(self, task_id: str | None, detail: str) -> None:
@@ -125,6 +128,7 @@ class Connection:
                 if frame.state in events.TERMINAL_STATES and frame.task_id is not None:
                     finished = self.subscriptions.pop(frame.task_id, None)
                     if finished is not None:
+                        self.last_watched = time.monotonic()
                         await self.runtime.bridge.close(finished)
                     if self.close_after_terminal:
                         await self.close(CLOSE_DONE, "task finished")
@@ -142,14 +146,21 @@ class Connection:
         """Serve the multiplexed endpoint's subscribe/unsubscribe frames until the client goes, or
         until it has watched nothing for SVC_WS_IDLE_TIMEOUT seconds (closed with 1000)."""
         idle = self.runtime.settings.ws_idle_timeout
+        wait = idle
         with contextlib.suppress(WebSocketDisconnect):
             while True:
                 try:
-                    async with asyncio.timeout(None if self.subscriptions else idle):
+                    async with asyncio.timeout(wait):
                         message = await self.websocket.receive()
                 except TimeoutError:
-                    await self.close(CLOSE_DONE, "idle: nothing watched")
-                    return
+                    if self.subscriptions:
+                        self.last_watched = time.monotonic()
+                    wait = idle - (time.monotonic() - self.last_watched)
+                    if wait <= 0:
+                        await self.close(CLOSE_DONE, "idle: nothing watched")
+                        return
+                    continue
+                wait = idle
                 if message["type"] == "websocket.disconnect":
                     return
                 raw = message.get("text")

@@ -199,6 +199,22 @@ async def test_idle_connection_is_closed(secure: Service) -> None:
     assert time.monotonic() - started < 5
 
 
+async def test_connection_idle_after_its_task_ended_is_closed(
+    secure: Service, client: httpx.AsyncClient
+) -> None:
+    task_id = (await client.post("/tasks/add", json={"args": [1, 2]}, headers=keyed())).json()["task_id"]
+    async with websockets.connect(f"{secure.ws_url}/ws", additional_headers=keyed()) as socket:
+        await socket.send(json.dumps({"op": "subscribe", "task_id": task_id}))
+        async with asyncio.timeout(10):
+            while json.loads(await socket.recv())["state"] != "SUCCESS":
+                pass
+        ended = time.monotonic()
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10):
+                await socket.recv()
+    assert socket.close_code == 1000 and 0.5 < time.monotonic() - ended < 5
+
+
 async def test_too_deep_arguments_are_refused(client: httpx.AsyncClient) -> None:
     deep: Any = "x"
     for _ in range(40):

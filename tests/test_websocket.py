@@ -87,6 +87,24 @@ async def test_expired_history_falls_back_to_the_stored_result(
     assert (await http.get(f"/tasks/{task_id}")).json()["result"] == 7
 
 
+async def test_history_lost_mid_run_marks_the_next_live_event_not_recovered(
+    api: Service, http: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    task_id = (await submit(http, "count_to", 40, delay=0.05))["task_id"]
+    async with websockets.connect(f"{api.ws_url}/ws/tasks/{task_id}") as socket:
+        seen = 0
+        while seen < 5:
+            seen = (await receive_json(socket))["seq"]
+    # As a Redis that kept no data: the task's counter starts again at 1 and nothing is stored yet.
+    redis_client.delete(events.history_key(NAMESPACE, task_id), events.task_key(NAMESPACE, task_id))
+    frames, code = await watch(api, task_id, since=seen)
+    assert code == 1000
+    assert frames[0]["recovered"] is False and frames[0]["seq"] < seen  # kept although its seq is low
+    assert all("recovered" not in frame for frame in frames[1:])
+    assert_in_order(frames[1:])
+    assert frames[-1]["state"] == "SUCCESS" and frames[-1]["result"] == 40
+
+
 async def receive_json(socket: Any, timeout: float = 10) -> dict[str, Any]:
     async with asyncio.timeout(timeout):
         frame: dict[str, Any] = json.loads(await socket.recv())

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from svc import auth, control, schedules, workflows, ws
+from svc import auth, control, dashboard, schedules, workflows, ws
 from svc.errors import (
     BadRequest,
     InvalidArguments,
+    NotFound,
     RateLimited,
     ServiceUnavailable,
     SvcError,
@@ -30,6 +31,7 @@ from svc.errors import (
     UnknownTaskId,
 )
 from svc.limits import BodyLimit, json_depth
+from svc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from svc.runtime import Runtime
 from svc.settings import get_settings
 from svc.submit import SubmitRequest
@@ -73,7 +75,7 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 app = FastAPI(
     title="svc",
-    responses=problem_responses(400, 401, 403, 404, 413, 422, 429, 500, 503),
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 500, 503),
     summary="Submit Celery tasks without blocking and watch them live over WebSockets.",
     version="0.1.0",
     lifespan=lifespan,
@@ -202,6 +204,29 @@ async def submit(
 ) -> Response:
     """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
     runtime = runtime_of(request)
+    outcome = "error"
+    try:
+        response = await _submit(runtime, name, request, body, authorization, idempotency_key)
+        outcome = "accepted"
+        return response
+    except SvcError as exc:
+        outcome = SUBMIT_OUTCOMES.get(exc.status, "error")
+        raise
+    finally:
+        runtime.metrics.submits.labels(name if name in EXPOSED else "(unknown)", outcome).inc()
+
+
+SUBMIT_OUTCOMES = {404: "unknown", 422: "invalid", 429: "rate_limited", 503: "unavailable"}
+
+
+async def _submit(
+    runtime: Runtime,
+    name: str,
+    request: Request,
+    body: SubmitRequest | None,
+    authorization: str | None,
+    idempotency_key: str | None,
+) -> Response:
     settings = runtime.settings
     exposed = EXPOSED.get(name)
     if exposed is None:
@@ -213,16 +238,21 @@ async def submit(
     host = request.client.host if request.client else None
     await runtime.limiter.check(auth.client_identity(settings, authorization, host))
     submitted = await runtime.submitter.submit(name, kwargs, body.options, idempotency_key)
-    task_id = submitted.task_id
-    accepted = {
+    return accepted(runtime, submitted.task_id, name)
+
+
+def accepted(runtime: Runtime, task_id: str, name: str, **extra: str) -> Response:
+    """The 202 answer of a submit: where to watch the task, and its token."""
+    body = {
         "task_id": task_id,
         "name": name,
         "state": "PENDING",
         "status_url": f"/tasks/{task_id}",
         "ws_url": f"/ws/tasks/{task_id}",
         "token": auth.issue_token(runtime.settings, task_id),
+        **extra,
     }
-    return Response(orjson.dumps(accepted), status_code=202, media_type="application/json")
+    return Response(orjson.dumps(body), status_code=202, media_type="application/json")
 
 
 @app.get("/tasks/{task_id}", tags=["tasks"])
@@ -236,6 +266,32 @@ async def task_state(
     if latest is None:
         raise UnknownTaskId(f"no task with id {task_id!r} is known")
     return Response(latest, media_type="application/json")
+
+
+@app.get("/tasks/{task_id}/events", tags=["tasks"])
+async def task_events(
+    task_id: str, request: Request, token: TokenQuery = None, authorization: AuthHeader = None
+) -> Response:
+    """Every recorded event of the task, oldest first (what a WebSocket with ``since=0`` replays)."""
+    runtime = runtime_of(request)
+    await auth.require_task_access(runtime.settings, task_id, token, authorization, runtime.workflow_of)
+    recorded = await runtime.history.all(task_id)
+    if not recorded:
+        raise UnknownTaskId(f"no events are recorded for task {task_id!r}")
+    return Response(b"[" + b",".join(recorded) + b"]", media_type="application/json")
+
+
+@app.post("/tasks/{task_id}/retry", status_code=202, tags=["tasks"], response_model=Accepted)
+async def retry(
+    task_id: str, request: Request, token: TokenQuery = None, authorization: AuthHeader = None
+) -> Response:
+    """Submit a finished task again with the same arguments, as a new task (``retry_of`` names the old)."""
+    runtime = runtime_of(request)
+    await auth.require_task_access(runtime.settings, task_id, token, authorization, runtime.workflow_of)
+    host = request.client.host if request.client else None
+    await runtime.limiter.check(auth.client_identity(runtime.settings, authorization, host))
+    submitted = await control.retry(runtime, task_id)
+    return accepted(runtime, submitted.task_id, submitted.name, retry_of=task_id)
 
 
 @app.delete("/tasks/{task_id}", status_code=202, tags=["tasks"])
@@ -312,6 +368,32 @@ async def watch_task(websocket: WebSocket, task_id: str, token: str | None = Non
 async def watch_many(websocket: WebSocket, token: str | None = None) -> None:
     """Many tasks on one connection, driven by subscribe/unsubscribe frames (used by the JS SDK)."""
     await ws.serve_many_tasks(runtime_of(websocket), websocket, token)
+
+
+@app.websocket("/ws/dashboard")
+async def watch_dashboard(websocket: WebSocket) -> None:
+    """Workers, recent tasks, rates and queues: a snapshot, then changes twice a second."""
+    await dashboard.serve_dashboard(runtime_of(websocket), websocket)
+
+
+@app.get(
+    "/metrics",
+    tags=["health"],
+    dependencies=KeyRequired,
+    response_class=Response,
+    responses={200: {"content": {METRICS_CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process (text exposition format)."""
+    return Response(runtime_of(request).metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
+@app.get("/dashboard", include_in_schema=False)
+async def dashboard_page(request: Request) -> FileResponse:
+    """The live monitoring dashboard (its data comes over /ws/dashboard, behind the API key)."""
+    if not runtime_of(request).settings.monitor:
+        raise NotFound("the dashboard is off in this process (SVC_MONITOR=false)")
+    return FileResponse(STATIC / "dashboard.html", media_type="text/html")
 
 
 @app.get("/demo", include_in_schema=False)

@@ -125,6 +125,11 @@ class Bridge:
         """How many task channels have local subscribers."""
         return len(self._subscribers)
 
+    @property
+    def subscriptions(self) -> int:
+        """How many subscriptions (one per watching client per task) this process holds."""
+        return sum(len(subscribers) for subscribers in self._subscribers.values())
+
     # subscribing -----------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

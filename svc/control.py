@@ -1,4 +1,4 @@
-"""Cancelling tasks and workflows (``DELETE /tasks/{id}``)."""
+"""Actions on submitted tasks: cancel (``DELETE /tasks/{id}``) and retry (``POST /tasks/{id}/retry``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import anyio.to_thread
 import orjson
 
 from svc import events
-from svc.errors import ServiceUnavailable, UnknownTaskId
+from svc.errors import Conflict, ServiceUnavailable, UnknownTask, UnknownTaskId
 from svc.runtime import Runtime
+from svc.submit import SubmitOptions, Submitted
+from svc.tasks import EXPOSED
+
+RETRYABLE = frozenset({"FAILURE", "REVOKED", "SUCCESS"})
 
 
 async def cancel(runtime: Runtime, task_id: str, terminate: bool) -> dict[str, Any]:
@@ -56,3 +60,28 @@ async def _end_if_unclaimed(runtime: Runtime, task_id: str) -> None:
     body = events.encode_body(task_id, name, "REVOKED", error=events.revoked_error("revoked"))
     command = events.publish_command(settings, task_id, "REVOKED", body, only_if="PENDING")
     await runtime.submitter.events_batcher.execute(command)
+
+
+async def retry(runtime: Runtime, task_id: str) -> Submitted:
+    """Submit a finished task again, as a new task with the same name and arguments.
+
+    The arguments come from Celery's result backend (``result_extended``), so any task that ended can
+    be retried, however it was submitted, as long as its task is exposed over HTTP.
+    """
+    key = events.task_key(runtime.settings.namespace, task_id)
+    state, terminal = await runtime.redis.hmget(key, "state", "terminal")
+    if state is not None and terminal is None:
+        shown = state.decode() if isinstance(state, bytes) else state
+        raise Conflict(f"task {task_id!r} is {shown}: only a finished task can be retried")
+    meta = await runtime.history.backend_meta(task_id)
+    if meta is None:
+        raise UnknownTaskId(f"no stored result for task {task_id!r}: it never ran, or its result expired")
+    state = meta.get("status")
+    if state not in RETRYABLE:
+        raise Conflict(f"task {task_id!r} is {state}: only a finished task can be retried")
+    name = str(meta.get("name"))
+    exposed = EXPOSED.get(name)
+    if exposed is None:
+        raise UnknownTask(f"no task named {name!r} is exposed")
+    kwargs = exposed.validate(list(meta.get("args") or []), dict(meta.get("kwargs") or {}))
+    return await runtime.submitter.submit(name, kwargs, SubmitOptions())

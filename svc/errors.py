@@ -72,6 +72,12 @@ class UnknownTaskId(NotFound):
     """No one ever submitted that id, and nothing is stored for it."""
 
 
+class Conflict(SvcError):
+    """The request does not fit the resource's current state (e.g. retrying a task that still runs)."""
+
+    status, title = 409, "Conflict"
+
+
 class PayloadTooLarge(SvcError):
     """The request body is over the limit."""
 

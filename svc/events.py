@@ -9,6 +9,9 @@ Per task, Redis holds:
 - ``{ns}:task:{id}:history``  a sorted set of event JSON scored by ``seq``, capped and expiring
 - ``{ns}:task:{id}`` channel  a pub/sub notification carrying the same JSON
 
+and across tasks ``{ns}:recent``, a sorted set of the ids with events most recently (scored by Redis's
+clock, capped at RECENT_MAX), from which the dashboard loads its table.
+
 The script numbers, stores, trims, expires and publishes in one step, so history and live never disagree.
 """
 
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 State = Literal["PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
 TERMINAL_STATES: frozenset[str] = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+RECENT_MAX = 10_000  # task ids kept in ``{ns}:recent``
 
 
 class TaskError(BaseModel):
@@ -73,6 +77,11 @@ def task_channel(namespace: str, task_id: str) -> str:
     return f"{namespace}:task:{task_id}"
 
 
+def recent_key(namespace: str) -> str:
+    """Sorted set of the task ids with the newest events, scored by the time of their last event."""
+    return f"{namespace}:recent"
+
+
 def probe_channel(namespace: str, owner: str) -> str:
     """Service channel on which a bridge checks that its own pub/sub connection is alive."""
     return f"{namespace}:probe:{owner}"
@@ -94,9 +103,10 @@ def channel_task_id(namespace: str, channel: str) -> str | None:
     return channel[len(prefix) :] if channel.startswith(prefix) else None
 
 
-# KEYS[1] task hash, KEYS[2] history; ARGV[1] channel, ARGV[2] event JSON without seq,
+# KEYS[1] task hash, KEYS[2] history, KEYS[3] recent ids; ARGV[1] channel, ARGV[2] event JSON without seq,
 # ARGV[3] history cap, ARGV[4] TTL seconds, ARGV[5] the state if this event is terminal, else "",
-# ARGV[6] the state name to record, ARGV[7] publish only if the current state is this ("" = always).
+# ARGV[6] the state name to record, ARGV[7] publish only if the current state is this ("" = always),
+# ARGV[8] the stream id, ARGV[9] how many ids ``recent`` keeps.
 # Returns {seq, revoked, workflow id, step}; seq is 0 when nothing was published: the task already
 # ended (a duplicate run after a lost ack must never produce a second terminal event, nor events
 # after the first one), or its state was not ARGV[7].
@@ -115,6 +125,10 @@ if size > cap then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, size - cap - 1) end
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'terminal', ARGV[5]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[3], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[8])
+local keep = tonumber(ARGV[9])
+if redis.call('ZCARD', KEYS[3]) > keep + 256 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -keep - 1) end
 redis.call('PUBLISH', ARGV[1], event)
 return {seq, info[1], info[2], info[3]}
 """
@@ -173,7 +187,7 @@ def publish_args(
 ) -> tuple[list[str], list[str | bytes | int]]:
     """KEYS and ARGV for PUBLISH_SCRIPT (``terminal`` defaults to whether ``state`` is terminal)."""
     ends = state in TERMINAL_STATES if terminal is None else terminal
-    keys = [task_key(namespace, task_id), history_key(namespace, task_id)]
+    keys = [task_key(namespace, task_id), history_key(namespace, task_id), recent_key(namespace)]
     args: list[str | bytes | int] = [
         task_channel(namespace, task_id),
         body,
@@ -182,6 +196,8 @@ def publish_args(
         state if ends else "",
         state,
         only_if,
+        task_id,
+        RECENT_MAX,
     ]
     return keys, args
 

@@ -25,6 +25,10 @@ class History:
         self.app = app
         self.backend_redis = backend_redis
 
+    async def all(self, task_id: str) -> list[bytes]:
+        """Every recorded event of ``task_id``, oldest first."""
+        return await self.after(task_id, 0)
+
     async def after(self, task_id: str, seq: int) -> list[bytes]:
         """Recorded events of ``task_id`` with a seq above ``seq``, oldest first."""
         key = events.history_key(self.namespace, task_id)
@@ -38,12 +42,13 @@ class History:
 
     async def stored_result(self, task_id: str) -> bytes | None:
         """A snapshot event built from Celery's result backend (``seq`` 0, ``recovered`` false), if any."""
-        meta = await self._backend_meta(task_id)
+        meta = await self.backend_meta(task_id)
         if meta is None or meta.get("status") in (None, "PENDING"):
             return None
         return orjson.dumps(snapshot_from_meta(task_id, meta))
 
-    async def _backend_meta(self, task_id: str) -> dict[str, Any] | None:
+    async def backend_meta(self, task_id: str) -> dict[str, Any] | None:
+        """Celery's result-backend record of the task (with ``result_extended``: name, args, kwargs)."""
         if self.backend_redis is not None:
             raw = await self.backend_redis.get(RESULT_KEY_PREFIX + task_id)
             return orjson.loads(raw) if raw else None

@@ -32,6 +32,8 @@ log = logging.getLogger("svc.publisher")
 
 _local: dict[str, Any] = {"pid": None, "client": None, "script": None, "hostname": None}
 HEARTBEAT_SECONDS = 2.0
+ARGS_SUMMARY_MAX = 120
+_started: dict[str, float] = {}  # task id -> monotonic time of its STARTED, while it runs here
 
 
 def redis_client() -> redis.Redis:
@@ -122,7 +124,14 @@ def _remember_hostname(sender: str, **_: Any) -> None:
 @signals.task_received.connect
 def _on_received(request: Any, **_: Any) -> None:
     retries = (getattr(request, "request_dict", None) or {}).get("retries") or 0
-    published = publish(request.id, request.name, "RECEIVED", retries=retries, worker=request.hostname)
+    published = publish(
+        request.id,
+        request.name,
+        "RECEIVED",
+        retries=retries,
+        worker=request.hostname,
+        args=args_summary(request),
+    )
     if published.revoked:
         # Cancelled through the API, maybe before this worker was up to hear the revoke broadcast:
         # Celery's own revoked set makes the worker drop it (and fire task_revoked) instead of running it.
@@ -154,13 +163,28 @@ def _announce_retry(headers: dict[str, Any], **_: Any) -> None:
     _local["announced_retry"] = (request.id, retries)
 
 
+def args_summary(request: Any) -> str:
+    """A short, readable form of a task's arguments (Celery's own reprs), for monitoring views."""
+    parts = [getattr(request, "argsrepr", None) or "", getattr(request, "kwargsrepr", None) or ""]
+    text = ", ".join(part for part in parts if part not in ("", "()", "[]", "{}"))
+    return text if len(text) <= ARGS_SUMMARY_MAX else text[: ARGS_SUMMARY_MAX - 1] + "…"
+
+
+def _runtime(task_id: str) -> dict[str, float]:
+    """``{"runtime": seconds}`` since this task's STARTED in this process, if it started here."""
+    started = _started.pop(task_id, None)
+    return {} if started is None else {"runtime": round(time.monotonic() - started, 6)}
+
+
 @signals.task_prerun.connect
 def _on_started(task_id: str, task: Any, **_: Any) -> None:
+    _started[task_id] = time.monotonic()
     publish(task_id, task.name, "STARTED", retries=task.request.retries or 0, worker=task.request.hostname)
 
 
 @signals.task_retry.connect
 def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
+    _started.pop(request.id, None)
     if _local.get("announced_retry") == (request.id, (request.retries or 0) + 1):
         return  # already announced when the retry message was published
     exc = getattr(reason, "exc", None) or reason
@@ -185,6 +209,7 @@ def _on_success(sender: Any, result: Any, **_: Any) -> None:
         result=result,
         retries=request.retries or 0,
         worker=request.hostname,
+        **_runtime(request.id),
     )
 
 
@@ -194,7 +219,9 @@ def _on_failure(sender: Any, task_id: str, exception: BaseException, **_: Any) -
     retries = (request.retries or 0) if request.id == task_id else 0
     max_retries = getattr(sender, "max_retries", None)
     exhausted = {"retries_exhausted": True} if max_retries and retries >= max_retries else {}
-    publish(task_id, sender.name, "FAILURE", error=exception, retries=retries, **exhausted)
+    publish(
+        task_id, sender.name, "FAILURE", error=exception, retries=retries, **exhausted, **_runtime(task_id)
+    )
 
 
 @signals.task_revoked.connect

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from celery import Celery
@@ -15,7 +15,10 @@ import svc.tasks  # noqa: F401  (registers the exposed tasks with the app)
 from svc import events
 from svc.bridge import Bridge
 from svc.celery_app import app as celery_app
+from svc.feed import DashboardFeed
 from svc.history import History
+from svc.metrics import Metrics
+from svc.monitor import Monitor
 from svc.ratelimit import RateLimiter
 from svc.settings import Settings
 from svc.submit import Submitter
@@ -35,7 +38,10 @@ class Runtime:
     history: History
     bridge: Bridge
     limiter: RateLimiter
-    connections: set[object] = field(default_factory=set)
+    metrics: Metrics
+    monitor: Monitor
+    dashboard: DashboardFeed
+    connections: set[Any] = field(default_factory=set)
     connections_by_client: Counter[str] = field(default_factory=Counter)
 
     @classmethod
@@ -74,10 +80,34 @@ class Runtime:
         limiter = RateLimiter(
             submitter.events_batcher, settings.namespace, settings.rate_limit, settings.rate_burst
         )
-        return cls(settings, celery_app, redis, backend_redis, submitter, history, bridge, limiter)
+        metrics = Metrics()
+        bridge.on_deliver = lambda _: metrics.events_routed.inc()
+        broker_redis = submitter.broker_redis if submitter.broker_is_redis else None
+        monitor = Monitor(settings, redis, pubsub_redis, broker_redis, celery_app, metrics)
+        dashboard = DashboardFeed(monitor)
+        if settings.monitor:
+            await monitor.start()
+            dashboard.start()
+        runtime = cls(
+            settings,
+            celery_app,
+            redis,
+            backend_redis,
+            submitter,
+            history,
+            bridge,
+            limiter,
+            metrics,
+            monitor,
+            dashboard,
+        )
+        metrics.watch(runtime)
+        return runtime
 
     async def stop(self) -> None:
-        """Stop the bridge and close every client."""
+        """Stop the bridge, the monitor and close every client."""
+        await self.dashboard.stop()
+        await self.monitor.stop()
         await self.bridge.stop()
         await self.submitter.aclose()
         await self.bridge.redis.aclose()

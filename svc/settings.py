@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         300.0, gt=0, description="seconds a /ws connection may watch nothing before closing"
     )
 
+    monitor: bool = Field(
+        True, description="follow every task event of the namespace, for /dashboard and /metrics"
+    )
+
     email_delay: float = Field(5.0, ge=0, description="seconds send_email_task pretends to take")
     retry_backoff_scale: float = Field(
         1.0, ge=0, description="multiplies every retry countdown (tests: 0.01)"

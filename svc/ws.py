@@ -120,11 +120,12 @@ class Connection:
                 await self.websocket.close(code=code, reason=reason)
 
     async def _write(self) -> None:
-        send = self.websocket.send_text
+        send, delivered = self.websocket.send_text, self.runtime.metrics.events_delivered
         with contextlib.suppress(Overflow):  # serve() closes the connection with 1013
             while True:
                 frame = await self.outbox.get()
                 await send(frame.text)
+                delivered.inc()
                 if frame.state in events.TERMINAL_STATES and frame.task_id is not None:
                     finished = self.subscriptions.pop(frame.task_id, None)
                     if finished is not None:
@@ -216,7 +217,7 @@ class Connection:
 
 async def shut_down_all(runtime: Runtime, grace: float = 5.0) -> None:
     """Close every connection of this process with 1001, each after sending what it had queued."""
-    connections = [c for c in list(runtime.connections) if isinstance(c, Connection)]
+    connections = [c for c in list(runtime.connections) if hasattr(c, "shut_down")]
     await asyncio.gather(*(connection.shut_down(grace) for connection in connections))
 
 

@@ -1,0 +1,109 @@
+"""Prometheus metrics of one API process (``GET /metrics``), in a registry of its own.
+
+Counters move where things happen (submit, the bridge, the WebSocket writer, the monitor); gauges that
+describe current state (connections, subscriptions, workers, queue depth) are read at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from svc.runtime import Runtime
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise to every scrape
+
+RUNTIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    """The process's counters and histograms, and a collector for its live gauges."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.submits = Counter(
+            "svc_submits",
+            "HTTP submits by task and outcome (accepted, invalid, rate_limited, unavailable, unknown)",
+            ["task", "outcome"],
+            registry=self.registry,
+        )
+        self.events_published = Counter(
+            "svc_events_published",
+            "task events published in this namespace (by any worker or API process), by state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.events_routed = Counter(
+            "svc_events_routed",
+            "task events this process's bridge received for its subscribers",
+            registry=self.registry,
+        )
+        self.events_delivered = Counter(
+            "svc_events_delivered",
+            "frames this process sent to WebSocket clients",
+            registry=self.registry,
+        )
+        self.tasks_finished = Counter(
+            "svc_tasks_finished",
+            "tasks that ended, by task name and final state",
+            ["task", "state"],
+            registry=self.registry,
+        )
+        self.task_runtime = Histogram(
+            "svc_task_runtime_seconds",
+            "seconds from STARTED to SUCCESS or FAILURE, by task name",
+            ["task"],
+            buckets=RUNTIME_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch(self, runtime: Runtime) -> None:
+        """Report ``runtime``'s live state (connections, subscriptions, workers, queues) at each scrape."""
+        self.registry.register(_LiveState(lambda: runtime))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _LiveState(Collector):
+    """Gauges computed from the runtime when scraped, so nothing has to keep them in step."""
+
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime
+
+    def collect(self) -> Iterable[Metric]:
+        runtime = self._runtime()
+        yield GaugeMetricFamily(
+            "svc_websocket_connections", "open WebSocket connections", value=len(runtime.connections)
+        )
+        yield GaugeMetricFamily(
+            "svc_subscriptions", "task subscriptions held by this process", value=runtime.bridge.subscriptions
+        )
+        yield CounterMetricFamily(
+            "svc_bridge_reconnects",
+            "times the bridge reconnected its pub/sub connection to Redis",
+            value=max(0, runtime.bridge.reconnects - 1),
+        )
+        workers = GaugeMetricFamily(
+            "svc_worker_online", "1 when a worker's heartbeats are current, else 0", labels=["worker"]
+        )
+        for worker in runtime.monitor.workers.all():
+            workers.add_metric([worker.hostname], 1.0 if worker.online else 0.0)
+        yield workers
+        depth = GaugeMetricFamily("svc_queue_depth", "messages waiting in a broker queue", labels=["queue"])
+        for queue, count in runtime.monitor.queue_depth.items():
+            depth.add_metric([queue], count)
+        yield depth

@@ -1,0 +1,338 @@
+"""The live view of the whole namespace that the dashboard and /metrics read: recent tasks, rates,
+runtimes, queue depths and workers.
+
+Every API process sees every task event: the monitor holds one pattern subscription
+(``PSUBSCRIBE {ns}:task:*``) beside the bridge's connection, and on start loads the newest tasks from
+``{ns}:recent``. It keeps at most ``RECENT_MAX`` rows, and per task name per-minute counts and a window
+of runtimes; nothing here grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+from celery import Celery
+from redis.exceptions import RedisError
+
+from svc import events
+from svc.backoff import backoff
+from svc.metrics import Metrics
+from svc.settings import Settings
+from svc.workers import WorkerBoard
+
+log = logging.getLogger("svc.monitor")
+
+RATE_MINUTES = 15  # per-minute counts kept per task name
+RUNTIME_WINDOW = 1000  # runtimes kept per task name for p50/p95
+SUMMARY_MAX = 160
+QUEUE_POLL_SECONDS = 2.0
+LOAD_CHUNK = 500
+# kombu's Redis transport keeps one list per priority step beside the plain one.
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def summary(value: Any) -> str | None:
+    """A one-line JSON form of a value, cut to SUMMARY_MAX characters."""
+    if value is None:
+        return None
+    text = orjson.dumps(value, default=repr).decode()
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
+
+
+@dataclass(slots=True)
+class TaskRow:
+    """One task as the dashboard's table shows it."""
+
+    id: str
+    name: str | None = None
+    state: str = "PENDING"
+    seq: int = 0
+    args: str | None = None
+    worker: str | None = None
+    retries: int = 0
+    progress: dict[str, Any] | None = None
+    result: str | None = None
+    error: str | None = None
+    submitted: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    runtime: float | None = None
+    updated: float = 0.0
+    workflow_id: str | None = None
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """Fold one event (of any age: it keeps the newest state) into the row."""
+        ts = float(event.get("ts") or 0.0)
+        state = str(event.get("state"))
+        self.name = event.get("name") or self.name
+        if state == "PENDING" or self.submitted is None:
+            self.submitted = ts if self.submitted is None else min(self.submitted, ts)
+        if state == "RECEIVED" and event.get("args") is not None:
+            self.args = str(event["args"])
+        if state == "STARTED":
+            self.started = ts
+        if event.get("workflow_id"):
+            self.workflow_id = str(event["workflow_id"])
+        seq = int(event.get("seq") or 0)
+        if seq < self.seq and state not in events.TERMINAL_STATES:
+            return  # an older event loaded after a newer one: only its details count
+        self.seq = max(self.seq, seq)
+        self.state, self.updated = state, ts
+        self.worker = event.get("worker") or self.worker
+        self.retries = int(event.get("retries") or 0)
+        if state == "PROGRESS":
+            self.progress = event.get("progress")
+        if state in events.TERMINAL_STATES:
+            self.ended = ts
+            self.runtime = event.get("runtime")
+            self.result = summary(event.get("result"))
+            error = event.get("error")
+            if isinstance(error, dict):
+                self.error = f"{error.get('type')}: {error.get('message')}"[:SUMMARY_MAX]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form sent to dashboards."""
+        return {slot: getattr(self, slot) for slot in self.__slots__}
+
+
+class TaskStats:
+    """Per task name: per-minute succeeded/failed/retried counts and a window of runtimes."""
+
+    def __init__(self) -> None:
+        self.minutes: dict[int, Counter[str]] = {}
+        self.runtimes: deque[float] = deque(maxlen=RUNTIME_WINDOW)
+        self.totals: Counter[str] = Counter()
+
+    def count(self, state: str, ts: float, runtime: float | None) -> None:
+        """Count one RETRY or terminal event."""
+        minute = int(ts // 60)
+        self.minutes.setdefault(minute, Counter())[state] += 1
+        self.totals[state] += 1
+        if runtime is not None:
+            self.runtimes.append(float(runtime))
+        for old in [key for key in self.minutes if key <= minute - RATE_MINUTES]:
+            del self.minutes[old]
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        """Counts per minute (oldest first, the current minute last), totals, p50/p95 runtime."""
+        current = int(now // 60)
+        window = range(current - RATE_MINUTES + 1, current + 1)
+        per_minute = {
+            state: [self.minutes.get(minute, Counter())[state] for minute in window]
+            for state in ("SUCCESS", "FAILURE", "RETRY")
+        }
+        ordered = sorted(self.runtimes)
+        return {
+            "per_minute": per_minute,
+            "totals": dict(self.totals),
+            "p50": ordered[len(ordered) // 2] if ordered else None,
+            "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] if ordered else None,
+        }
+
+
+class Monitor:
+    """Follows every task event of the namespace; feeds dashboards and metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        pubsub_redis: aioredis.Redis,
+        broker_redis: aioredis.Redis | None,
+        app: Celery,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.pubsub_redis = pubsub_redis  # no socket timeout: a quiet pub/sub socket is not a dead one
+        self.broker_redis = broker_redis
+        self.app = app
+        self.metrics = metrics
+        self.rows: OrderedDict[str, TaskRow] = OrderedDict()
+        self.stats: dict[str, TaskStats] = {}
+        self.queue_depth: dict[str, int] = {}
+        self.dirty: set[str] = set()
+        self.workers_dirty = False
+        self.workers = WorkerBoard(app, self._workers_changed)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pattern = events.task_channel(settings.namespace, "*")
+        self._prefix = events.task_channel(settings.namespace, "")
+
+    async def start(self) -> None:
+        """Load the newest tasks, then follow live events, workers and queue depths in the background."""
+        await self.workers.start()
+        self._tasks = [
+            asyncio.create_task(self._follow()),
+            asyncio.create_task(self._poll_queues()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop following."""
+        await self.workers.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # events -------------------------------------------------------------------------------------
+
+    def ingest(self, raw: bytes, live: bool = True) -> None:
+        """Fold one published event into the rows (and, for a live one, into rates and metrics)."""
+        try:
+            event = events.parse(raw)
+        except ValueError:
+            return
+        if "step_seq" in event:
+            return  # a step's copy in its workflow's stream: the step's own event is counted
+        task_id = event.get("task_id")
+        if not isinstance(task_id, str):
+            return
+        row = self.rows.get(task_id)
+        if row is None:
+            row = self.rows[task_id] = TaskRow(task_id)
+            if len(self.rows) > events.RECENT_MAX:
+                evicted, _ = self.rows.popitem(last=False)
+                self.dirty.discard(evicted)
+        row.apply(event)
+        self.dirty.add(task_id)
+        if live:
+            self._count(event, row)
+
+    def _count(self, event: dict[str, Any], row: TaskRow) -> None:
+        state = str(event.get("state"))
+        self.metrics.events_published.labels(state).inc()
+        if state != "RETRY" and state not in events.TERMINAL_STATES:
+            return
+        name = row.name or "?"
+        runtime = event.get("runtime")
+        self.stats.setdefault(name, TaskStats()).count(state, float(event.get("ts") or time.time()), runtime)
+        if state == "RETRY":
+            return
+        self.metrics.tasks_finished.labels(name, state).inc()
+        if runtime is not None:
+            self.metrics.task_runtime.labels(name).observe(float(runtime))
+        worker = event.get("worker")
+        if isinstance(worker, str) and state in ("SUCCESS", "FAILURE"):
+            board = self.workers.get(worker)
+            if state == "SUCCESS":
+                board.succeeded += 1
+            else:
+                board.failed += 1
+            self.workers_dirty = True
+
+    def _workers_changed(self) -> None:
+        self.workers_dirty = True
+
+    async def _follow(self) -> None:
+        delays = backoff()
+        while True:
+            connected_at = time.monotonic()
+            pubsub = self.pubsub_redis.pubsub()
+            try:
+                await pubsub.psubscribe(self._pattern)
+                await self._load_recent()
+                async for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        self.ingest(message["data"])
+            except (RedisError, OSError) as exc:
+                if time.monotonic() - connected_at > 5:
+                    delays = backoff()
+                delay = next(delays)
+                log.warning("event=monitor_disconnected error=%r retry_in=%.2f", exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _load_recent(self) -> None:
+        """The newest tasks' first events (submit, args, start) and latest event, oldest task first."""
+        key = events.recent_key(self.settings.namespace)
+        ids = [raw.decode() for raw in cast(list[bytes], await self.redis.zrange(key, 0, -1))]
+        for start in range(0, len(ids), LOAD_CHUNK):
+            chunk = ids[start : start + LOAD_CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for task_id in chunk:
+                history = events.history_key(self.settings.namespace, task_id)
+                pipe.zrange(history, 0, 2)
+                pipe.zrange(history, -1, -1)
+            replies = await pipe.execute()
+            for index in range(len(chunk)):
+                for raw in [*replies[2 * index], *replies[2 * index + 1]]:
+                    self.ingest(raw, live=False)
+
+    # queues -------------------------------------------------------------------------------------
+
+    def queue_names(self) -> set[str]:
+        """The default queue and every queue a worker consumes."""
+        names = {str(self.app.conf.task_default_queue)}
+        for worker in self.workers.all():
+            names.update(worker.queues)
+        return names
+
+    async def _poll_queues(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                names = sorted(self.queue_names())
+                if self.broker_redis is not None:
+                    pipe = self.broker_redis.pipeline(transaction=False)
+                    for name in names:
+                        for suffix in PRIORITY_SUFFIXES:
+                            pipe.llen(name + suffix)
+                    lengths = await pipe.execute()
+                    step = len(PRIORITY_SUFFIXES)
+                    depth = {name: sum(lengths[i * step : (i + 1) * step]) for i, name in enumerate(names)}
+                else:
+                    depth = await asyncio.to_thread(self._amqp_depth, names)
+                if depth != self.queue_depth:
+                    self.queue_depth = depth
+                    self.workers_dirty = True
+            await asyncio.sleep(QUEUE_POLL_SECONDS)
+
+    def _amqp_depth(self, names: list[str]) -> dict[str, int]:
+        depth: dict[str, int] = {}
+        with self.app.connection_for_read() as connection:
+            channel = connection.default_channel
+            for name in names:
+                with contextlib.suppress(Exception):
+                    depth[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+        return depth
+
+    # views --------------------------------------------------------------------------------------
+
+    def stats_view(self) -> dict[str, Any]:
+        """Rates and runtimes per task name, queue depths, and workers."""
+        now = time.time()
+        return {
+            "now": now,
+            "rates": {name: stats.as_dict(now) for name, stats in sorted(self.stats.items())},
+            "queues": self.queue_depth,
+            "workers": [worker.as_dict() for worker in self.workers.all()],
+        }
+
+    def snapshot(self) -> bytes:
+        """Everything a dashboard shows, for a dashboard that just connected."""
+        return orjson.dumps(
+            {
+                "op": "snapshot",
+                "tasks": [row.as_dict() for row in self.rows.values()],
+                **self.stats_view(),
+            }
+        )
+
+    def take_update(self) -> bytes | None:
+        """The rows and state changed since the last call, or None when nothing changed."""
+        if not self.dirty and not self.workers_dirty:
+            return None
+        rows = [self.rows[task_id].as_dict() for task_id in self.dirty if task_id in self.rows]
+        self.dirty.clear()
+        self.workers_dirty = False
+        return orjson.dumps({"op": "update", "tasks": rows, **self.stats_view()})

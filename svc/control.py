@@ -9,8 +9,9 @@ import orjson
 
 from svc import events
 from svc.errors import Conflict, ServiceUnavailable, UnknownTask, UnknownTaskId
+from svc.message import SubmitOptions
 from svc.runtime import Runtime
-from svc.submit import SubmitOptions, Submitted
+from svc.submit import Submitted
 from svc.tasks import EXPOSED
 
 RETRYABLE = frozenset({"FAILURE", "REVOKED", "SUCCESS"})

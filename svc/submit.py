@@ -12,14 +12,11 @@ Neither path calls ``backend.on_task_call``, so the API process never subscribes
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import anyio.to_thread
-import orjson
 import redis.asyncio as aioredis
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,26 +24,10 @@ from redis.exceptions import RedisError
 
 from svc import events
 from svc.batcher import Batcher
-from svc.errors import InvalidArguments, ServiceUnavailable
+from svc.errors import ServiceUnavailable
+from svc.message import Prepared, SubmitOptions, prepare, redis_envelope
 from svc.settings import Settings
 from svc.workflows import Plan
-
-PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITY_SEP = "\x06\x16"
-
-
-class SubmitOptions(BaseModel):
-    """Scheduling options of one submit (the SPEC's ``options``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    countdown: float | None = Field(None, ge=0, le=366 * 86400, description="seconds before the task may run")
-    eta: dt.datetime | None = Field(None, description="earliest run time, ISO 8601")
-    expires: float | dt.datetime | None = Field(
-        None, description="seconds, or ISO 8601 time, after which it is revoked"
-    )
-    priority: int | None = Field(None, ge=0, le=9, description="0-9; on Redis a lower number is served first")
-    queue: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
 
 
 class SubmitRequest(BaseModel):
@@ -57,85 +38,6 @@ class SubmitRequest(BaseModel):
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     options: SubmitOptions = Field(default_factory=SubmitOptions)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A task message ready for the broker: Celery's headers/properties/body and its route."""
-
-    task_id: str
-    name: str
-    headers: dict[str, Any]
-    properties: dict[str, Any]
-    body: Any
-    route: dict[str, Any]
-    route_kind: Literal["direct", "exchange"]
-    queue_name: str
-
-
-def prepare(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], options: SubmitOptions) -> Prepared:
-    """Build the protocol-2 message ``apply_async`` would build, with no I/O."""
-    route_options: dict[str, Any] = {}
-    if options.priority is not None:
-        route_options["priority"] = options.priority
-    if options.queue:
-        route_options["queue"] = options.queue
-    route = app.amqp.router.route(route_options, name, (), kwargs, app.tasks.get(name))
-    expires = options.expires
-    if expires is not None:
-        seconds = (
-            expires
-            if isinstance(expires, float | int)
-            else (expires - dt.datetime.now(dt.UTC)).total_seconds()
-        )
-        route["expiration"] = max(float(seconds), 0.0)
-    if options.eta is not None and options.eta.tzinfo is None:
-        raise InvalidArguments("options.eta needs a timezone (e.g. 2026-01-01T08:00:00Z)")
-    if isinstance(expires, dt.datetime) and expires.tzinfo is None:
-        raise InvalidArguments("options.expires needs a timezone (e.g. 2026-01-01T08:00:00Z)")
-    headers, properties, body, _ = app.amqp.as_task_v2(
-        task_id,
-        name,
-        (),
-        kwargs,
-        countdown=options.countdown,
-        eta=options.eta,
-        expires=expires,
-        reply_to=app.thread_oid,
-        create_sent_event=False,
-    )
-    queue = route["queue"]
-    exchange_type = getattr(queue.exchange, "type", "direct")
-    direct = exchange_type == "direct" and not route.get("exchange")
-    return Prepared(
-        task_id, name, headers, properties, body, route, "direct" if direct else "exchange", queue.name
-    )
-
-
-def redis_envelope(prepared: Prepared, delivery_mode: int, transport: dict[str, Any]) -> tuple[str, bytes]:
-    """The queue key and JSON that kombu's Redis transport would ``LPUSH`` for this message."""
-    priority = int(prepared.route.get("priority") or 0)
-    properties: dict[str, Any] = {
-        **prepared.properties,
-        "delivery_mode": delivery_mode,
-        "delivery_info": {"exchange": "", "routing_key": prepared.queue_name},
-        "priority": priority,
-        "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid4()),
-    }
-    if "expiration" in prepared.route:
-        properties["expiration"] = str(int(prepared.route["expiration"] * 1000))
-    message = {
-        "body": base64.b64encode(orjson.dumps(prepared.body)).decode(),
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": prepared.headers,
-        "properties": properties,
-    }
-    steps = transport.get("priority_steps", PRIORITY_STEPS)
-    step = max((s for s in steps if s <= priority), default=0)
-    key = f"{prepared.queue_name}{transport.get('sep', PRIORITY_SEP)}{step}" if step else prepared.queue_name
-    return key, orjson.dumps(message)
 
 
 def _publish_with_kombu(app: Celery, prepared: Prepared) -> None:

@@ -14,11 +14,14 @@ import httpx
 import pytest
 import redis
 from celery import Celery
+from celery.utils.saferepr import saferepr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import svc.tasks  # noqa: F401  (registers the tasks, as the API does)
 from svc.celery_app import app as svc_app
 from svc.embedded import RedisProcess
-from svc.submit import SubmitOptions, prepare, redis_envelope
+from svc.message import SubmitOptions, kwargs_repr, prepare, redis_envelope
 
 from .conftest import Service, start_worker, states, submit, watch
 
@@ -90,6 +93,22 @@ def test_envelope_matches_kombu_field_by_field(redis_server: RedisProcess, optio
             assert abs(int(mine["properties"][name]) - int(value)) < 5000
         else:
             assert mine["properties"][name] == value, name
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=12), JSON_VALUES, max_size=6))
+def test_kwargsrepr_is_exactly_celerys_saferepr(kwargs: dict[str, Any]) -> None:
+    expected = saferepr(kwargs, svc_app.amqp.kwargsrepr_maxsize, maxlevels=svc_app.conf.task_repr_maxlevels)
+    assert kwargs_repr(svc_app, kwargs) == expected
 
 
 async def test_countdown_is_honoured(api: Service, http: httpx.AsyncClient) -> None:

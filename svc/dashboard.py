@@ -65,11 +65,9 @@ class DashboardSession:
 
     async def serve(self) -> None:
         """Send queued frames and drain the client's until either side stops (or the queue overflows)."""
-        tasks = [
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self._drain()),
-            asyncio.create_task(self.outbox.overflow.wait()),
-        ]
+        writer = asyncio.create_task(self._write())
+        self.outbox.on_overflow = writer.cancel
+        tasks = [writer, asyncio.create_task(self._drain())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -4,8 +4,8 @@ Policy when full (``limit`` frames queued):
 - a PROGRESS event replaces the task's queued PROGRESS event when that is the task's newest queued
   frame (coalescing: the client sees the latest progress, with a jump in ``seq``);
 - any other event is still queued, up to ``2 * limit`` frames; terminal events are never dropped;
-- past ``2 * limit`` the outbox overflows: its frames are dropped, ``overflow`` is set (the connection
-  reacts at once, even while its writer is stuck in a send), the connection is closed with 1013 and
+- past ``2 * limit`` the outbox overflows: its frames are dropped and ``on_overflow`` is called (the
+  connection cancels its writer, even one stuck in a send), the connection is closed with 1013 and
   the client resumes with ``since`` from the history, where nothing was lost.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -40,16 +41,12 @@ class Outbox:
         self._ready = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        self.overflow = asyncio.Event()
+        self.overflowed = False
+        self.on_overflow: Callable[[], object] | None = None
         self.coalesced = 0
 
     def __len__(self) -> int:
         return len(self._frames)
-
-    @property
-    def overflowed(self) -> bool:
-        """True once the hard limit was passed; nothing more is queued or sent."""
-        return self.overflow.is_set()
 
     def push(self, task_id: str | None, seq: int, state: str, text: str) -> None:
         """Queue a frame under the policy above; never blocks."""
@@ -62,10 +59,12 @@ class Outbox:
                 self.coalesced += 1
                 return
         if len(self._frames) >= 2 * self.limit:
-            self.overflow.set()
+            self.overflowed = True
             self._frames.clear()
             self._newest.clear()
             self._ready.set()
+            if self.on_overflow is not None:
+                self.on_overflow()
             return
         frame = Frame(task_id, seq, state, text)
         self._frames.append(frame)

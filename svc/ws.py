@@ -56,14 +56,13 @@ class Connection:
         """Run ``reader`` and the writer together; when either ends, cancel the other and clean up."""
         self.runtime.connections.add(self)
         self.runtime.connections_by_client[self.client] += 1
-        tasks = [
-            asyncio.create_task(reader),
-            asyncio.create_task(self._write()),
-            asyncio.create_task(self.outbox.overflow.wait()),
-        ]
+        writer = asyncio.create_task(self._write())
+        self.outbox.on_overflow = writer.cancel  # a writer stuck in a send is interrupted at once
+        tasks = [asyncio.create_task(reader), writer]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.outbox.on_overflow = None
             for task in tasks:
                 task.cancel()
             for task in tasks:

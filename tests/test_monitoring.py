@@ -113,7 +113,7 @@ async def test_dashboard_feed_pushes_snapshot_then_batched_changes(
 async def test_dashboard_sees_a_killed_worker_go_offline_within_two_heartbeats(
     api: Service, redis_url: str, session_dir: Path
 ) -> None:
-    doomed = start_worker(redis_url, session_dir, "doomed")
+    doomed = start_worker(redis_url, session_dir, "doomed", "-Q", "doomed-only")  # takes no shared task
     try:
         async with websockets.connect(f"{api.ws_url}/ws/dashboard", max_size=None) as socket:
 

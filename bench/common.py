@@ -1,24 +1,39 @@
-"""Shared pieces of the benchmarks: processes on free ports, wrk runs, and the BENCHMARKS.md writer."""
+"""Shared pieces of the benchmarks: processes on free ports, wrk runs, clients, the BENCHMARKS.md writer."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
-from svc.embedded import RedisProcess, free_port, start_redis
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "BENCHMARKS.md"
+NAMESPACE = "svcbench"
+# The svc source measured (here and in the API and workers): this checkout, or another tree named by
+# BENCH_SVC_TREE (e.g. `git archive HEAD svc clients` unpacked elsewhere) to measure a fixed version.
+SVC_TREE = Path(os.environ.get("BENCH_SVC_TREE", ROOT)).resolve()
+if SVC_TREE != ROOT:
+    sys.path.insert(0, str(SVC_TREE))
+
+from svc.embedded import RedisProcess, free_port, start_redis  # noqa: E402 - after the tree is chosen
+
+TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
 @contextmanager
@@ -31,18 +46,52 @@ def private_redis() -> Iterator[RedisProcess]:
         server.stop()
 
 
+def bench_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """Environment of a svc child process: this checkout, the bench namespace, no rate limits."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SVC_")}
+    env.update(
+        SVC_REDIS_URL=redis_url,
+        SVC_NAMESPACE=NAMESPACE,
+        SVC_RATE_LIMIT="0",
+        SVC_WS_MAX_CONNECTIONS="100000",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(
+            dict.fromkeys([str(SVC_TREE), str(ROOT), os.environ.get("PYTHONPATH", "")])
+        ).strip(os.pathsep),
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Api:
+    """A running API process: where it answers and its pid (for RSS and py-spy)."""
+
+    base: str
+    pid: int
+    log: Path
+
+    @property
+    def ws(self) -> str:
+        """The base URL for WebSockets."""
+        return "ws" + self.base.removeprefix("http")
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM the process group we started, SIGKILL it if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @contextmanager
-def api_process(redis_url: str, app: str = "bench.app:app", **env: str) -> Iterator[str]:
-    """One uvicorn process serving ``app``; yields its base URL."""
+def api_service(redis_url: str, app: str = "bench.app:app", **env: str) -> Iterator[Api]:
+    """One uvicorn process serving ``app`` with ``svc api``'s WebSocket settings (no per-message deflate)."""
     port = free_port()
-    full_env = {
-        **os.environ,
-        "SVC_REDIS_URL": redis_url,
-        "SVC_NAMESPACE": "svcbench",
-        "SVC_RATE_LIMIT": "0",
-        "SVC_WS_MAX_CONNECTIONS": "100000",
-        **env,
-    }
     log = Path(tempfile.mkstemp(prefix="svc-bench-api-", suffix=".log")[1])
     with log.open("wb") as handle:
         process = subprocess.Popen(
@@ -60,11 +109,16 @@ def api_process(redis_url: str, app: str = "bench.app:app", **env: str) -> Itera
                 "uvloop",
                 "--http",
                 "httptools",
+                "--ws-per-message-deflate",
+                "false",
+                "--ws-max-size",
+                "65536",
             ],
-            cwd=ROOT,
-            env=full_env,
+            cwd=SVC_TREE,
+            env=bench_env(redis_url, **env),
             stdout=handle,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -78,10 +132,105 @@ def api_process(redis_url: str, app: str = "bench.app:app", **env: str) -> Itera
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"API did not start; see {log}")
             time.sleep(0.1)
-        yield base
+        yield Api(base, process.pid, log)
     finally:
-        process.terminate()
-        process.wait(timeout=20)
+        _stop(process)
+
+
+@contextmanager
+def api_process(redis_url: str, app: str = "bench.app:app", **env: str) -> Iterator[str]:
+    """One uvicorn process serving ``app``; yields its base URL."""
+    with api_service(redis_url, app, **env) as api:
+        yield api.base
+
+
+@contextmanager
+def worker_process(redis_url: str, *args: str, concurrency: int = 2) -> Iterator[subprocess.Popen[bytes]]:
+    """A real svc worker (``args``: more celery worker options, e.g. ``-Q q``); ready once its heartbeat
+    is in Redis."""
+    hostname = f"bench-{uuid.uuid4().hex[:6]}@localhost"
+    log = Path(tempfile.mkstemp(prefix="svc-bench-worker-", suffix=".log")[1])
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "svc", "worker", "--loglevel", "WARNING", "--hostname", hostname),
+                *("--without-mingle", "--without-gossip", "--concurrency", str(concurrency), *args),
+            ],
+            cwd=SVC_TREE,
+            env=bench_env(redis_url),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 60
+        while client.zscore(f"{NAMESPACE}:workers", hostname) is None:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"worker did not start; see {log}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        client.close()
+        _stop(process)
+
+
+def raise_nofile() -> int:
+    """Raise this process's open-file limit to its hard limit (children inherit it); returns it."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (VmRSS from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection with next to no client overhead, so that latencies measure the
+    server. Handles only what the benchmarks need: Content-Length bodies."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def connect(cls, base: str) -> RawHttp:
+        """Open a connection to ``base`` (http://host:port)."""
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """Status and body of one request."""
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + (body or b""))
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(header[9:12])
+        found = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", header)
+        return status, await self.reader.readexactly(int(found.group(1)) if found else 0)
+
+    async def close(self) -> None:
+        """Close the connection."""
+        self.writer.close()
+        await self.writer.wait_closed()
 
 
 WRK_POST = """wrk.method = "POST"
@@ -115,3 +264,112 @@ def write_section(name: str, text: str) -> None:
     else:
         current = current.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS.write_text(current)
+
+
+# Frames every sample of the loop thread passes through: left out of the inclusive ranking.
+PROCESS_ROOTS: tuple[str, ...] = (
+    *("(click/", "(<frozen runpy>", "(uvicorn/main.py", "(uvicorn/_compat.py", "(uvicorn/server.py"),
+    *("(uvicorn/__main__.py", "(asyncio/runners.py", "ProxyHeadersMiddleware", "run_asgi"),
+)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where a process spent its sampled time (py-spy), by function: own time and time including callees."""
+
+    samples: int
+    own: list[tuple[str, int]]
+    inclusive: list[tuple[str, int]]
+
+    def table(self, top: int = 12) -> str:
+        """Markdown: the top functions by own time and by inclusive time, in % of samples."""
+        lines = [
+            f"{self.samples:,} samples of the event loop's thread while it was busy (py-spy, idle excluded).",
+            "",
+            "| own % | function (own time) | | incl. % | function (with callees) |",
+            "| ---: | --- | --- | ---: | --- |",
+        ]
+        for index in range(top):
+            left = self.own[index] if index < len(self.own) else ("", 0)
+            right = self.inclusive[index] if index < len(self.inclusive) else ("", 0)
+            lines.append(
+                f"| {100 * left[1] / self.samples:.1f} | `{left[0]}` | | "
+                f"{100 * right[1] / self.samples:.1f} | `{right[0]}` |"
+            )
+        return "\n".join(lines)
+
+
+def _frame_name(frame: str) -> str:
+    """``func (path/to/module.py:123)`` → ``func (module.py)``: group a function's lines together."""
+    match = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame)
+    if match is None:
+        return frame
+    path = match.group(2)
+    parts = path.split("site-packages/")[-1].split("/")
+    return f"{match.group(1)} ({'/'.join(parts[-2:])})"
+
+
+@contextmanager
+def py_spy(pid: int, seconds: float, rate: int = 100) -> Iterator[list[Profile]]:
+    """Sample ``pid`` with py-spy for ``seconds`` while the block runs; the yielded list receives the
+    :class:`Profile` afterwards (stays empty when py-spy is missing or cannot attach)."""
+    found: list[Profile] = []
+    if shutil.which("py-spy") is None:
+        print("py-spy is not installed (pip install py-spy): no profile taken", file=sys.stderr)
+        yield found
+        return
+    output = Path(tempfile.mkstemp(prefix="svc-bench-profile-", suffix=".txt")[1])
+    process = subprocess.Popen(
+        [
+            *("py-spy", "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))),
+            *("--rate", str(rate), "--format", "raw", "--output", str(output), "--threads", "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield found
+    finally:
+        _, error = process.communicate(timeout=seconds + 60)
+    if process.returncode != 0 or not output.stat().st_size:
+        print(f"py-spy failed: {error.decode(errors='replace')[-500:]}", file=sys.stderr)
+        return
+    stacks: list[tuple[str, list[str], int]] = []
+    loop_samples: dict[str, int] = {}
+    for line in output.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        thread, _, rest = stack.partition(";")
+        if not rest or not count_text.isdigit():
+            continue
+        frames = [_frame_name(frame) for frame in rest.split(";")]
+        stacks.append((thread, frames, int(count_text)))
+        if any(frame.startswith("Runner.run ") for frame in frames):
+            loop_samples[thread] = loop_samples.get(thread, 0) + int(count_text)
+    # Only the event loop's thread: the others (anyio's worker threads, Celery's) mostly sleep.
+    loop_thread = max(loop_samples, key=lambda thread: loop_samples[thread], default=None)
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for thread, frames, count in stacks:
+        if thread != loop_thread:
+            continue
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    ranked = sorted(own.items(), key=lambda item: -item[1])
+    layers = [item for item in inclusive.items() if not any(root in item[0] for root in PROCESS_ROOTS)]
+    found.append(Profile(total, ranked, sorted(layers, key=lambda item: -item[1])))
+
+
+def provenance() -> str:
+    """Which svc was measured: the commit, and whether the tree differs from it (for BENCHMARKS.md)."""
+    if SVC_TREE != ROOT:
+        marker = SVC_TREE / "COMMIT"  # written by whoever unpacked the tree
+        commit = f" = `{marker.read_text().strip()}`" if marker.exists() else ""
+        return f"svc from `{SVC_TREE}`{commit} (BENCH_SVC_TREE)"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "svc"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"svc at `{head.stdout.strip() or '?'}`" + (" with uncommitted changes to svc/" if dirty else "")

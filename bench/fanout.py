@@ -1,0 +1,329 @@
+"""Fan-out: 1,000 / 5,000 / 10,000 concurrent WebSocket subscribers on one API process.
+
+    python -m bench.fanout [--subscribers 1000,5000,10000] [--tasks 100] [--clients 4]
+
+Per size, a fresh API process and a private Redis:
+
+1. submit ``--tasks`` `add` tasks to a queue no worker consumes yet (``options.queue``);
+2. ``--clients`` client processes (asyncio + websockets, each from its own 127.0.0.x address) open one
+   ``/ws/tasks/{id}`` socket per subscriber, subscribers spread evenly over the tasks, and wait for
+   each socket's first frame (PENDING, from the history): now every subscriber is idle and watching;
+3. the API's RSS (VmRSS) before vs after step 2 gives the memory per idle subscriber, and Redis's
+   CLIENT LIST the connections the API holds (all of them but ours at that point);
+4. a raw ``redis.asyncio`` SUBSCRIBE client joins the tasks' channels (the baseline: what Redis alone
+   delivers), then a worker starts on the queue; every live frame's delay is the receive time minus
+   the event's ``ts`` (set by the worker when it publishes), on the same clock.
+
+Completeness: every subscriber must receive its task's terminal event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import gc
+import multiprocessing
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+import uvloop
+import websockets
+
+from bench.common import (
+    NAMESPACE,
+    TERMINAL,
+    Api,
+    Profile,
+    api_service,
+    percentile,
+    private_redis,
+    provenance,
+    py_spy,
+    raise_nofile,
+    rss_kib,
+    worker_process,
+    write_section,
+)
+
+DELIVERY_TIMEOUT = 120.0
+
+
+@dataclass
+class Outcome:
+    """What one size measured."""
+
+    subscribers: int
+    tasks: int
+    connected: int = 0
+    terminals: int = 0
+    svc_delays: list[float] = field(default_factory=list)
+    redis_delays: list[float] = field(default_factory=list)
+    rss_before: int = 0
+    rss_after: int = 0
+    redis_clients: int = 0
+    redis_pubsub: int = 0
+    connect_seconds: float = 0.0
+    deliver_seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    profile: Profile | None = None
+
+    @property
+    def kib_per_subscriber(self) -> float:
+        """API memory per idle subscriber."""
+        return (self.rss_after - self.rss_before) / max(self.connected, 1)
+
+
+# client processes -------------------------------------------------------------------------------
+
+
+def client_process(pipe: Connection, ws_base: str, jobs: list[tuple[str, str]], source: str) -> None:
+    """Entry point of one client process: watch every job's task, report readiness, then the results."""
+    uvloop.run(_watch_all(pipe, ws_base, jobs, source))
+
+
+async def _watch_all(pipe: Connection, ws_base: str, jobs: list[tuple[str, str]], source: str) -> None:
+    delays: list[float] = []
+    terminals = 0
+    errors: list[str] = []
+    gate = asyncio.Semaphore(64)  # handshakes in flight: keep under the server's accept backlog
+    loop = asyncio.get_running_loop()
+    watching = [loop.create_future() for _ in jobs]
+
+    async def watch(task_id: str, token: str, first: asyncio.Future[bool]) -> None:
+        nonlocal terminals
+        url = f"{ws_base}/ws/tasks/{task_id}?token={token}"
+        try:
+            async with gate:
+                socket = await websockets.connect(
+                    url, local_addr=(source, 0), open_timeout=120, ping_interval=None, compression=None
+                )
+            async with socket:
+                await socket.recv()  # the history's PENDING: this subscriber now watches live
+                first.set_result(True)
+                async for message in socket:
+                    received = time.time()
+                    event = orjson.loads(message)
+                    delays.append(received - event["ts"])
+                    if event["state"] in TERMINAL:
+                        terminals += 1
+                        return
+        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+            errors.append(repr(exc))
+        finally:
+            if not first.done():
+                first.set_result(False)
+
+    tasks = [asyncio.create_task(watch(*job, first)) for job, first in zip(jobs, watching, strict=True)]
+    connected = sum(await asyncio.gather(*watching))
+    pipe.send(("ready", connected))
+    _, pending = await asyncio.wait(tasks, timeout=DELIVERY_TIMEOUT)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    pipe.send(("done", terminals, delays, errors[:5], len(errors)))
+
+
+# the benchmark -----------------------------------------------------------------------------------
+
+
+async def submit_held(base: str, count: int, queue: str) -> list[tuple[str, str]]:
+    """``count`` add tasks sent to ``queue`` (which no worker consumes yet): (task_id, token) each."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        held = []
+        for index in range(count):
+            response = await http.post("/tasks/add", json={"args": [index, 1], "options": {"queue": queue}})
+            response.raise_for_status()
+            body = response.json()
+            held.append((body["task_id"], body["token"]))
+        # warm the WebSocket path so that its one-off imports and caches are not counted per subscriber
+        async with websockets.connect(f"ws{base.removeprefix('http')}/ws/tasks/{held[0][0]}") as socket:
+            await socket.recv()
+    return held
+
+
+async def redis_baseline(redis_url: str, task_ids: list[str], delays: list[float]) -> None:
+    """Subscribe to the tasks' channels with plain redis.asyncio and record each message's delay."""
+    from svc import events
+
+    client = aioredis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(*(events.task_channel(NAMESPACE, task_id) for task_id in task_ids))
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None:
+                delays.append(time.time() - orjson.loads(message["data"])["ts"])
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+
+
+async def api_redis_connections(redis_url: str) -> tuple[int, int]:
+    """Redis clients other than this one (all the API's, at that point) and how many are pub/sub."""
+    client = aioredis.Redis.from_url(redis_url)
+    mine = await client.client_id()
+    others = [entry for entry in await client.client_list() if int(entry["id"]) != mine]
+    await client.aclose()
+    pubsub = [entry for entry in others if int(entry.get("sub", 0)) > 0 or int(entry.get("psub", 0)) > 0]
+    return len(others), len(pubsub)
+
+
+async def measure(
+    redis_url: str, api: Api, subscribers: int, tasks: int, clients: int, profile: bool
+) -> Outcome:
+    """One size, on a fresh API process."""
+    outcome = Outcome(subscribers, tasks)
+    queue = f"fanout-{uuid.uuid4().hex[:8]}"
+    held = await submit_held(api.base, tasks, queue)
+    gc.collect()
+    await asyncio.sleep(0.5)
+    outcome.rss_before = rss_kib(api.pid)
+    jobs = [held[index % tasks] for index in range(subscribers)]
+    context = multiprocessing.get_context("spawn")
+    pipes: list[Connection] = []
+    processes = []
+    started = time.perf_counter()
+    for number in range(clients):
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=client_process,
+            args=(writer, api.ws, jobs[number::clients], f"127.0.0.{number + 2}"),
+            daemon=True,
+        )
+        process.start()
+        writer.close()
+        pipes.append(reader)
+        processes.append(process)
+    loop = asyncio.get_running_loop()
+    try:
+        for pipe in pipes:
+            _, connected = await loop.run_in_executor(None, pipe.recv)
+            outcome.connected += connected
+        outcome.connect_seconds = time.perf_counter() - started
+        await asyncio.sleep(1.0)  # let the API settle before reading its memory
+        outcome.rss_after = rss_kib(api.pid)
+        outcome.redis_clients, outcome.redis_pubsub = await api_redis_connections(redis_url)
+        channels = [task_id for task_id, _ in held]
+        baseline = asyncio.create_task(redis_baseline(redis_url, channels, outcome.redis_delays))
+        await asyncio.sleep(0.5)
+        with contextlib.ExitStack() as stack:
+            spy = stack.enter_context(py_spy(api.pid, 6)) if profile else []
+            worker = worker_process(redis_url, "-Q", queue)
+            await asyncio.to_thread(stack.enter_context, worker)
+            started = time.perf_counter()
+            for pipe in pipes:
+                _, terminals, delays, errors, error_count = await loop.run_in_executor(None, pipe.recv)
+                outcome.terminals += terminals
+                outcome.svc_delays.extend(delays)
+                outcome.errors.extend(errors)
+                if error_count > len(errors):
+                    outcome.errors.append(f"… {error_count - len(errors)} more")
+            outcome.deliver_seconds = time.perf_counter() - started
+            await asyncio.sleep(0.5)
+            baseline.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await baseline
+            await asyncio.to_thread(stack.close)
+        if spy:
+            outcome.profile = spy[0]
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    return outcome
+
+
+def run_size(subscribers: int, tasks: int, clients: int, profile: bool = False, **api_env: str) -> Outcome:
+    """Measure one size on a private Redis and a fresh API process."""
+    with private_redis() as server, api_service(server.url, **api_env) as api:
+        return uvloop.run(measure(server.url, api, subscribers, tasks, clients, profile))
+
+
+def ms(values: list[float], q: float) -> str:
+    """The q-th percentile in ms, or a dash."""
+    return f"{percentile(values, q) * 1000:.1f}" if values else "-"
+
+
+def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
+    """The markdown section."""
+    lines = [
+        "## Fan-out: concurrent WebSocket subscribers on one API process",
+        "",
+        f"`python -m bench.fanout --subscribers {options.subscribers} --tasks {options.tasks} "
+        f"--clients {options.clients}` — subscribers spread evenly over {options.tasks} `add` tasks held "
+        f"in a queue until everyone watches; {options.clients} client processes; a fresh API process per "
+        f"size; one worker (concurrency 2); {provenance()}; {platform.machine()}, "
+        f"{dt.date.today().isoformat()}. "
+        "Delay = client receive time minus the event's `ts` (worker's publish), over every live frame "
+        "(RECEIVED, STARTED, SUCCESS). Baseline: one raw `redis.asyncio` SUBSCRIBE client on the same "
+        "channels, same run.",
+        "",
+        "| subscribers | watching | got terminal | svc p50 / p99 ms | Redis-only p50 / p99 ms "
+        "| p50 × Redis | KiB / idle sub | API Redis conns (pub/sub) | connect s | deliver s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for out in outcomes:
+        ratio = (
+            f"{percentile(out.svc_delays, 50) / percentile(out.redis_delays, 50):.0f}"
+            if out.svc_delays and out.redis_delays
+            else "-"
+        )
+        lines.append(
+            f"| {out.subscribers:,} | {out.connected:,} | {out.terminals:,} | "
+            f"{ms(out.svc_delays, 50)} / {ms(out.svc_delays, 99)} | "
+            f"{ms(out.redis_delays, 50)} / {ms(out.redis_delays, 99)} | {ratio} | "
+            f"{out.kib_per_subscriber:.1f} | {out.redis_clients} ({out.redis_pubsub}) | "
+            f"{out.connect_seconds:.1f} | {out.deliver_seconds:.1f} |"
+        )
+    biggest = max(outcomes, key=lambda out: out.subscribers)
+    complete = all(out.terminals == out.subscribers for out in outcomes)
+    lines += [
+        "",
+        f"Every subscriber got its terminal event: **{'yes' if complete else 'NO'}**. At "
+        f"{biggest.subscribers:,} subscribers the API holds **{biggest.kib_per_subscriber:.1f} KiB** per "
+        f"idle subscriber (target ≤ 30 KB) and {biggest.redis_pubsub} pub/sub connection to Redis. "
+        "Delays are dominated by sending one frame per subscriber from one Python process (the Redis-only "
+        'column receives each event once); "deliver s" runs from starting the worker to the last '
+        "client's report, worker start-up included.",
+    ]
+    for out in outcomes:
+        if out.errors:
+            lines.append(f"\nClient errors at {out.subscribers:,}: {'; '.join(out.errors[:3])}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", default="1000,5000,10000", help="comma-separated sizes")
+    parser.add_argument("--tasks", type=int, default=100, help="tasks the subscribers spread over")
+    parser.add_argument("--clients", type=int, default=4, help="client processes")
+    options = parser.parse_args()
+    limit = raise_nofile()
+    sizes = [int(size) for size in options.subscribers.split(",")]
+    if max(sizes) + 1000 > limit:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {limit} is too low for {max(sizes):,} subscribers")
+    outcomes = []
+    for size in sizes:
+        outcome = run_size(size, options.tasks, options.clients)
+        print(
+            f"{size:,} subscribers: {outcome.connected:,} watching, {outcome.terminals:,} terminal, "
+            f"{outcome.kib_per_subscriber:.1f} KiB each",
+            flush=True,
+        )
+        outcomes.append(outcome)
+    text = report(outcomes, options)
+    print(text)
+    write_section("fanout", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -7,17 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.exceptions import RedisError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from svc import auth, control, dashboard, schedules, workflows, ws
 from svc.errors import (
@@ -30,6 +33,7 @@ from svc.errors import (
     UnknownTask,
     UnknownTaskId,
 )
+from svc.fastpath import SubmitFastPath
 from svc.limits import BodyLimit, json_depth
 from svc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from svc.runtime import Runtime
@@ -38,6 +42,7 @@ from svc.submit import SubmitRequest
 from svc.tasks import EXPOSED
 
 log = logging.getLogger("svc.api")
+Body = TypeVar("Body", bound=BaseModel)
 
 STATIC = Path(__file__).parent / "static"
 SDK_SOURCE = Path(__file__).resolve().parents[1] / "clients" / "js" / "src"
@@ -79,8 +84,26 @@ app = FastAPI(
     summary="Submit Celery tasks without blocking and watch them live over WebSockets.",
     version="0.1.0",
     lifespan=lifespan,
+    # Off unless asked for: even with no OpenTelemetry provider configured, FastAPI looks for one on
+    # every request.
+    telemetry=None if get_settings().otel else {"tracing": False, "metrics": False, "logs": False},
 )
 app.add_middleware(BodyLimit, limit=get_settings().max_body_bytes)
+
+
+def openapi() -> dict[str, Any]:
+    """FastAPI's schema, plus the models of bodies that routes parse themselves (``SubmitRequest``)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        submit_schema = SubmitRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(submit_schema.pop("$defs", {}))
+        components["SubmitRequest"] = submit_schema
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+app.openapi = openapi  # type: ignore[method-assign]
 
 
 def runtime_of(request: Request | WebSocket) -> Runtime:
@@ -108,6 +131,23 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         return problem(BadRequest("the body is not valid JSON"))
     cleaned = [{key: error[key] for key in ("loc", "msg", "type") if key in error} for error in errors]
     return problem(InvalidArguments("the request does not match its schema", errors=cleaned))
+
+
+def parse_body(model: type[Body], raw: bytes) -> Body:
+    """Validate a JSON body (empty means all defaults): 400 when it is not JSON, 422 when it does not
+    fit ``model``, with the errors in FastAPI's shape."""
+    if not raw.strip():
+        return model()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise BadRequest("the body is not valid JSON") from None
+        cleaned = [
+            {"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]} for error in errors
+        ]
+        raise InvalidArguments("the request does not match its schema", errors=cleaned) from None
 
 
 @app.exception_handler(RecursionError)
@@ -139,7 +179,7 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 AuthHeader = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
 
 
-def api_key_required(authorization: AuthHeader = None) -> None:
+async def api_key_required(authorization: AuthHeader = None) -> None:
     """Dependency: 401 unless auth is off or a configured key is shown (checked before the body)."""
     auth.require_api_key(get_settings(), authorization)
 
@@ -194,19 +234,45 @@ class Accepted(BaseModel):
     token: str
 
 
-@app.post("/tasks/{name}", status_code=202, tags=["tasks"], response_model=Accepted, dependencies=KeyRequired)
-async def submit(
-    name: str,
-    request: Request,
-    body: SubmitRequest | None = None,
-    authorization: AuthHeader = None,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> Response:
+SUBMIT_BODY = {
+    "required": False,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}},
+}
+IDEMPOTENCY_HEADER = {
+    "name": "idempotency-key",
+    "in": "header",
+    "required": False,
+    "description": "a repeated submit with the same key returns the first task id (for SVC_IDEMPOTENCY_TTL)",
+    "schema": {"type": "string", "maxLength": 200},
+}
+
+
+@app.post(
+    "/tasks/{name}",
+    status_code=202,
+    tags=["tasks"],
+    response_model=Accepted,
+    openapi_extra={"requestBody": SUBMIT_BODY, "parameters": [IDEMPOTENCY_HEADER]},
+)
+async def submit(name: str, request: Request) -> Response:
     """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
-    runtime = runtime_of(request)
+    # Served by svc.fastpath in front of the app; this route documents it and is the fallback.
+    client = request.client.host if request.client else None
+    return await submit_from_asgi(request.scope, name, request.headers, await request.body(), client)
+
+
+SUBMIT_OUTCOMES = {404: "unknown", 422: "invalid", 429: "rate_limited", 503: "unavailable"}
+
+
+async def submit_from_asgi(
+    scope: Scope, name: str, headers: Headers, raw: bytes, host: str | None
+) -> Response:
+    """The submit, from what ASGI gives (the body and headers read by hand, not by FastAPI's parameter
+    machinery); counts its outcome in ``svc_submits_total``."""
+    runtime: Runtime = scope["app"].state.runtime
     outcome = "error"
     try:
-        response = await _submit(runtime, name, request, body, authorization, idempotency_key)
+        response = await _submit(runtime, name, headers, raw, host)
         outcome = "accepted"
         return response
     except SvcError as exc:
@@ -216,26 +282,20 @@ async def submit(
         runtime.metrics.submits.labels(name if name in EXPOSED else "(unknown)", outcome).inc()
 
 
-SUBMIT_OUTCOMES = {404: "unknown", 422: "invalid", 429: "rate_limited", 503: "unavailable"}
-
-
-async def _submit(
-    runtime: Runtime,
-    name: str,
-    request: Request,
-    body: SubmitRequest | None,
-    authorization: str | None,
-    idempotency_key: str | None,
-) -> Response:
+async def _submit(runtime: Runtime, name: str, headers: Headers, raw: bytes, host: str | None) -> Response:
     settings = runtime.settings
+    authorization = headers.get("authorization")
+    auth.require_api_key(settings, authorization)
+    idempotency_key = headers.get("idempotency-key")
+    if idempotency_key is not None and len(idempotency_key) > 200:
+        raise InvalidArguments("the Idempotency-Key header is longer than 200 characters")
+    body = parse_body(SubmitRequest, raw)
     exposed = EXPOSED.get(name)
     if exposed is None:
         raise UnknownTask(f"no task named {name!r} is exposed")
-    body = body or SubmitRequest()
     if json_depth([body.args, body.kwargs]) > settings.max_json_depth + 1:
         raise InvalidArguments(f"arguments nest deeper than {settings.max_json_depth} levels")
     kwargs = exposed.validate(body.args, body.kwargs)
-    host = request.client.host if request.client else None
     await runtime.limiter.check(auth.client_identity(settings, authorization, host))
     submitted = await runtime.submitter.submit(name, kwargs, body.options, idempotency_key)
     return accepted(runtime, submitted.task_id, name)
@@ -404,3 +464,9 @@ async def demo() -> FileResponse:
 
 if SDK_SOURCE.is_dir():
     app.mount("/sdk", StaticFiles(directory=SDK_SOURCE), name="sdk")
+
+
+# Outermost (added last): the submit route's fast lane; see svc/fastpath.py.
+app.add_middleware(
+    SubmitFastPath, handler=submit_from_asgi, error_response=problem, limit=get_settings().max_body_bytes
+)

@@ -28,14 +28,17 @@ class BodyLimit:
         self.app = app
         self.limit = limit
 
+    def error(self) -> PayloadTooLarge:
+        """The 413 problem."""
+        return PayloadTooLarge(f"the body is over {self.limit} bytes")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = PayloadTooLarge(f"the body is over {self.limit} bytes")
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                body = orjson.dumps(error.problem())
+                body = orjson.dumps(self.error().problem())
                 headers = [
                     (b"content-type", b"application/problem+json"),
                     (b"content-length", b"%d" % len(body)),
@@ -50,7 +53,7 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise error  # turned into the 413 problem by the app's SvcError handler
+                raise self.error()  # turned into the 413 problem by the app's SvcError handler
             return message
 
         await self.app(scope, counting_receive, send)

@@ -34,13 +34,24 @@ class Frame:
 class Outbox:
     """Bounded FIFO of frames for one connection; ``push`` never blocks, ``get`` waits."""
 
+    __slots__ = (
+        "_drained",
+        "_frames",
+        "_newest",
+        "_waiter",
+        "coalesced",
+        "limit",
+        "on_overflow",
+        "overflowed",
+    )
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._frames: deque[Frame] = deque()
         self._newest: dict[str, Frame] = {}
-        self._ready = asyncio.Event()
-        self._empty = asyncio.Event()
-        self._empty.set()
+        # Futures made only while someone waits: most pushes wake no one and allocate nothing.
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
         self.overflowed = False
         self.on_overflow: Callable[[], object] | None = None
         self.coalesced = 0
@@ -52,41 +63,58 @@ class Outbox:
         """Queue a frame under the policy above; never blocks."""
         if self.overflowed:
             return
-        if len(self._frames) >= self.limit and state == "PROGRESS" and task_id is not None:
+        frames = self._frames
+        if len(frames) >= self.limit and state == "PROGRESS" and task_id is not None:
             newest = self._newest.get(task_id)
             if newest is not None and newest.state == "PROGRESS":
                 newest.seq, newest.text = seq, text
                 self.coalesced += 1
                 return
-        if len(self._frames) >= 2 * self.limit:
+        if len(frames) >= 2 * self.limit:
             self.overflowed = True
-            self._frames.clear()
+            frames.clear()
             self._newest.clear()
-            self._ready.set()
+            self._wake()
+            _resolve(self._drained)
             if self.on_overflow is not None:
                 self.on_overflow()
             return
         frame = Frame(task_id, seq, state, text)
-        self._frames.append(frame)
-        self._empty.clear()
+        frames.append(frame)
         if task_id is not None:
             self._newest[task_id] = frame
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            _resolve(waiter)
 
     async def get(self) -> Frame:
         """The oldest queued frame; raises Overflow once the hard limit was passed."""
-        while not self._frames or self.overflowed:
+        while not self._frames:
             if self.overflowed:
                 raise Overflow(f"more than {2 * self.limit} frames queued")
-            self._ready.clear()
-            await self._ready.wait()
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
         frame = self._frames.popleft()
         if frame.task_id is not None and self._newest.get(frame.task_id) is frame:
             del self._newest[frame.task_id]
         if not self._frames:
-            self._empty.set()
+            _resolve(self._drained)
+            self._drained = None
         return frame
 
     async def drained(self) -> None:
-        """Return once every queued frame has been taken by the writer."""
-        await self._empty.wait()
+        """Return once every queued frame has been taken by the writer (or the outbox overflowed)."""
+        if not self._frames:
+            return
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._drained)
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)

@@ -1,0 +1,79 @@
+"""``POST /tasks/{name}`` answered straight from ASGI, ahead of FastAPI's routing, dependency injection
+and exception middlewares, which together cost more than the submit itself (BENCHMARKS.md).
+
+The FastAPI route of the same path stays: it documents the operation in OpenAPI and runs the same
+handler if this layer is not installed. Everything else passes through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from svc.errors import PayloadTooLarge, ServiceUnavailable, SvcError
+
+log = logging.getLogger("svc.fastpath")
+
+PREFIX = "/tasks/"
+# (app scope, task name, request headers, raw body, client host) -> the response
+Handler = Callable[[Scope, str, Headers, bytes, str | None], Awaitable[Response]]
+ErrorResponse = Callable[[SvcError], Response]
+
+
+class SubmitFastPath:
+    """Serve ``POST /tasks/{name}`` with ``handler``; pass every other request to ``app``."""
+
+    def __init__(self, app: ASGIApp, handler: Handler, error_response: ErrorResponse, limit: int) -> None:
+        self.app = app
+        self.handler = handler
+        self.error_response = error_response
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        name = path[len(PREFIX) :]
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or not path.startswith(PREFIX)
+            or not name
+            or "/" in name
+        ):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        client = scope.get("client")
+        try:
+            raw = await self._body(headers, receive)
+            response = await self.handler(scope, name, headers, raw, client[0] if client else None)
+        except SvcError as exc:
+            response = self.error_response(exc)
+        except RedisError as exc:
+            response = self.error_response(ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}"))
+        except Exception:
+            log.exception("event=unhandled_error")
+            response = self.error_response(SvcError("an unexpected error occurred; it has been logged"))
+        await response(scope, receive, send)
+
+    async def _body(self, headers: Headers, receive: Receive) -> bytes:
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            raise PayloadTooLarge(f"the body is over {self.limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise SvcError("the client went away")
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                raise PayloadTooLarge(f"the body is over {self.limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from svc import auth, control, dashboard, schedules, workflows, ws
 from svc.errors import (
@@ -33,7 +33,7 @@ from svc.errors import (
     UnknownTask,
     UnknownTaskId,
 )
-from svc.fastpath import SubmitFastPath
+from svc.fastpath import SubmitFastPath, WebSocketFastPath
 from svc.limits import BodyLimit, json_depth
 from svc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from svc.runtime import Runtime
@@ -418,6 +418,27 @@ async def list_schedules() -> dict[str, list[dict[str, Any]]]:
     return {"schedules": schedules.describe(get_settings())}
 
 
+async def websocket_from_asgi(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Serve ``/ws/tasks/{task_id}`` and ``/ws`` (what the routes below declare); False for other paths."""
+    path: str = scope["path"]
+    task_id = path.removeprefix("/ws/tasks/")
+    if path != "/ws" and (task_id == path or not task_id or "/" in task_id):
+        return False
+    runtime: Runtime = scope["app"].state.runtime
+    websocket = WebSocket(scope, receive, send)
+    query = websocket.query_params
+    token = query.get("token")
+    if path == "/ws":
+        await ws.serve_many_tasks(runtime, websocket, token)
+        return True
+    since = query.get("since", "0")
+    if not since.isdigit():
+        await ws.refuse(websocket, "since must be a non-negative integer")
+        return True
+    await ws.serve_one_task(runtime, websocket, task_id, token, int(since))
+    return True
+
+
 @app.websocket("/ws/tasks/{task_id}")
 async def watch_task(websocket: WebSocket, task_id: str, token: str | None = None, since: int = 0) -> None:
     """History then live events of one task; closes 1000 after its terminal event."""
@@ -466,7 +487,8 @@ if SDK_SOURCE.is_dir():
     app.mount("/sdk", StaticFiles(directory=SDK_SOURCE), name="sdk")
 
 
-# Outermost (added last): the submit route's fast lane; see svc/fastpath.py.
+# Outermost (added last): the fast lanes of submit and the task WebSockets; see svc/fastpath.py.
 app.add_middleware(
     SubmitFastPath, handler=submit_from_asgi, error_response=problem, limit=get_settings().max_body_bytes
 )
+app.add_middleware(WebSocketFastPath, handler=websocket_from_asgi)

@@ -81,6 +81,39 @@ class Subscription:
             self.done = True
 
 
+class Flag:
+    """A minimal ``asyncio.Event`` that allocates a future only while someone waits (one is held per
+    subscribed channel: an Event and its deque of waiters cost 0.7 KiB each)."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        """True once set (until cleared)."""
+        return self._set
+
+    def set(self) -> None:
+        """Set, waking the waiter."""
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def clear(self) -> None:
+        """Unset."""
+        self._set = False
+
+    async def wait(self) -> None:
+        """Return once set."""
+        while not self._set:
+            if self._waiter is None or self._waiter.done():
+                self._waiter = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._waiter)
+        self._waiter = None
+
+
 class Bridge:
     """Owns the process's pub/sub connection and routes each task channel to its local subscribers."""
 
@@ -91,7 +124,7 @@ class Bridge:
         self.owner = uuid.uuid4().hex
         self._probe_channel = events.probe_channel(namespace, self.owner)
         self._subscribers: dict[str, set[Subscription]] = {}
-        self._confirmed: dict[str, asyncio.Event] = {}
+        self._confirmed: dict[str, Flag] = {}
         self._unconfirmed: dict[str, int] = {}
         self._generation = 0
         self._pubsub: PubSub | None = None
@@ -148,7 +181,7 @@ class Bridge:
         subscribers = self._subscribers.get(channel)
         if subscribers is None:
             self._subscribers[channel] = {subscription}
-            self._confirmed[channel] = asyncio.Event()
+            self._confirmed[channel] = Flag()
             await self._send("subscribe", channel)
         else:
             subscribers.add(subscription)

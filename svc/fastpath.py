@@ -1,8 +1,12 @@
-"""``POST /tasks/{name}`` answered straight from ASGI, ahead of FastAPI's routing, dependency injection
-and exception middlewares, which together cost more than the submit itself (BENCHMARKS.md).
+"""The two hottest kinds of request answered straight from ASGI, ahead of FastAPI's routing, dependency
+injection and exception middlewares (BENCHMARKS.md, "Where the time goes"):
 
-The FastAPI route of the same path stays: it documents the operation in OpenAPI and runs the same
-handler if this layer is not installed. Everything else passes through untouched.
+- ``POST /tasks/{name}``: that machinery cost more CPU than the submit itself;
+- the task WebSockets: a connection lives for hours, and every middleware and routing frame FastAPI
+  keeps alive under it is memory held per subscriber.
+
+The FastAPI routes of the same paths stay: they document the operations and run the same handlers if
+this layer is not installed. Everything else passes through untouched.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ PREFIX = "/tasks/"
 # (app scope, task name, request headers, raw body, client host) -> the response
 Handler = Callable[[Scope, str, Headers, bytes, str | None], Awaitable[Response]]
 ErrorResponse = Callable[[SvcError], Response]
+# (scope, receive, send) -> whether it was a WebSocket route it serves (and has served)
+WebSocketHandler = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
 
 class SubmitFastPath:
@@ -77,3 +83,15 @@ class SubmitFastPath:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+class WebSocketFastPath:
+    """Offer every WebSocket connection to ``handler``; those it does not serve go to ``app``."""
+
+    def __init__(self, app: ASGIApp, handler: WebSocketHandler) -> None:
+        self.app = app
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket" or not await self.handler(scope, receive, send):
+            await self.app(scope, receive, send)

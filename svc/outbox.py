@@ -47,7 +47,7 @@ class Outbox:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._frames: deque[Frame] = deque()
+        self._frames: deque[Frame] | None = None  # made on the first push, dropped when emptied
         self._newest: dict[str, Frame] = {}
         # Futures made only while someone waits: most pushes wake no one and allocate nothing.
         self._waiter: asyncio.Future[None] | None = None
@@ -57,13 +57,15 @@ class Outbox:
         self.coalesced = 0
 
     def __len__(self) -> int:
-        return len(self._frames)
+        return len(self._frames) if self._frames is not None else 0
 
     def push(self, task_id: str | None, seq: int, state: str, text: str) -> None:
         """Queue a frame under the policy above; never blocks."""
         if self.overflowed:
             return
         frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
         if len(frames) >= self.limit and state == "PROGRESS" and task_id is not None:
             newest = self._newest.get(task_id)
             if newest is not None and newest.state == "PROGRESS":
@@ -93,15 +95,18 @@ class Outbox:
 
     async def get(self) -> Frame:
         """The oldest queued frame; raises Overflow once the hard limit was passed."""
-        while not self._frames:
+        frames = self._frames
+        while not frames:
             if self.overflowed:
                 raise Overflow(f"more than {2 * self.limit} frames queued")
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
-        frame = self._frames.popleft()
+            frames = self._frames
+        frame = frames.popleft()
         if frame.task_id is not None and self._newest.get(frame.task_id) is frame:
             del self._newest[frame.task_id]
-        if not self._frames:
+        if not frames:
+            self._frames = None
             _resolve(self._drained)
             self._drained = None
         return frame

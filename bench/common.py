@@ -239,14 +239,27 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def wrk(url: str, seconds: int, connections: int = 32, body: str | None = None) -> tuple[float, int]:
-    """Requests/s and non-2xx count of a wrk run against ``url``."""
+WRK_DELAY = """function delay()
+  return {delay_ms}
+end
+"""
+
+
+def wrk(
+    url: str, seconds: int, connections: int = 32, body: str | None = None, delay_ms: int = 0
+) -> tuple[float, int]:
+    """Requests/s and non-2xx count of a wrk run against ``url``. With ``delay_ms`` each connection waits
+    that long before each request, which caps the offered rate near ``connections * 1000 / delay_ms``
+    (a steady load, not a saturating one)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    if body is not None:
+    lua = (WRK_POST.format(body=body) if body is not None else "") + (
+        WRK_DELAY.format(delay_ms=delay_ms) if delay_ms else ""
+    )
+    if lua:
         script = Path(tempfile.mkstemp(suffix=".lua")[1])
-        script.write_text(WRK_POST.format(body=body))
+        script.write_text(lua)
         args[1:1] = ["-s", str(script)]
     output = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from bench.common import api_service, private_redis, provenance, write_section, 
 IDLE = "idle"
 CONSTANT = "wrk on `GET /bench/constant`"
 SUBMIT = "wrk on `POST /tasks/add` (the submit benchmark)"
+STEADY = "steady submits: 16 connections, each one `POST /tasks/add` every 16 ms (at most 1,000/s)"
 TARGET_MS = 5.0
 
 
@@ -41,6 +42,8 @@ def run_phase(base: str, phase: str, seconds: int, connections: int) -> tuple[di
         time.sleep(seconds)
     elif phase == CONSTANT:
         rate, _ = wrk(f"{base}/bench/constant", seconds, connections)
+    elif phase == STEADY:
+        rate, _ = wrk(f"{base}/tasks/add", seconds, 16, '{"args": [2, 3]}', delay_ms=16)
     else:
         rate, _ = wrk(f"{base}/tasks/add", seconds, connections, '{"args": [2, 3]}')
     return lag(base), rate
@@ -52,7 +55,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     options = parser.parse_args()
-    phases = [IDLE, CONSTANT, SUBMIT]
+    phases = [IDLE, CONSTANT, SUBMIT, STEADY]
     worst: dict[str, dict[str, Any]] = {}
     with private_redis() as server, api_service(server.url) as api:
         client = redis.Redis.from_url(server.url)
@@ -82,13 +85,19 @@ def main() -> None:
             f"| {phase} | {row['rate']:,.0f} | {row['samples']:,.0f} | {row['p50_ms']:.2f} | "
             f"{row['p99_ms']:.2f} | {row['max_ms']:.2f} | {row['p99_ms'] / idle99:.1f} |"
         )
-    submit99 = worst[SUBMIT]["p99_ms"]
+    submit99, steady99 = worst[SUBMIT]["p99_ms"], worst[STEADY]["p99_ms"]
     verdict = "meets" if submit99 < TARGET_MS else "misses"
+    steady_verdict = "meets" if steady99 < TARGET_MS else "misses"
     lines += [
         "",
-        f"Under the submit load the loop's p99 lag is **{submit99:.2f} ms** ({verdict} the target of "
-        f"< {TARGET_MS:.0f} ms). Samples are fewer than seconds × 100 under load because each wake-up "
-        "waits for the loop's current batch of callbacks: the sampler's own count is a measure of lag too.",
+        f"Under the saturating submit load the loop's p99 lag is **{submit99:.2f} ms** ({verdict} the "
+        f"target of < {TARGET_MS:.0f} ms); under a steady {worst[STEADY]['rate']:,.0f} submits/s it is "
+        f"**{steady99:.2f} ms** ({steady_verdict} it).",
+        f"A saturating closed-loop load keeps {options.connections} requests in every loop turn, so lag "
+        "there is about that many requests' CPU (the constant endpoint shows the same); the steady load",
+        "is what a service that is not at its limit sees. Samples are fewer than seconds × 100 under load",
+        "because each wake-up waits for the loop's current batch of callbacks: the sampler's own count is",
+        "a measure of lag too.",
     ]
     text = "\n".join(lines)
     print(text)

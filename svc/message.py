@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
-import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -143,6 +142,16 @@ def origin() -> str:
     return _origin[1]
 
 
+def new_id() -> str:
+    """A random (version 4) UUID in its text form, as ``str(uuid.uuid4())`` gives, at a fifth of its
+    cost (``uuid.UUID.__init__`` validates what we build correct; two are made per submit)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def redis_envelope(prepared: Prepared, delivery_mode: int, transport: dict[str, Any]) -> tuple[str, bytes]:
     """The queue key and JSON that kombu's Redis transport would ``LPUSH`` for this message."""
     priority = int(prepared.route.get("priority") or 0)
@@ -152,7 +161,7 @@ def redis_envelope(prepared: Prepared, delivery_mode: int, transport: dict[str, 
         "delivery_info": {"exchange": "", "routing_key": prepared.queue_name},
         "priority": priority,
         "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid4()),
+        "delivery_tag": new_id(),
     }
     if "expiration" in prepared.route:
         properties["expiration"] = str(int(prepared.route["expiration"] * 1000))

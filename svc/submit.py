@@ -12,7 +12,6 @@ Neither path calls ``backend.on_task_call``, so the API process never subscribes
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from redis.exceptions import RedisError
 from svc import events
 from svc.batcher import Batcher
 from svc.errors import ServiceUnavailable
-from svc.message import Prepared, SubmitOptions, prepare, redis_envelope
+from svc.message import Prepared, SubmitOptions, new_id, prepare, redis_envelope
 from svc.settings import Settings
 from svc.workflows import Plan
 
@@ -84,7 +83,7 @@ class Submitter:
         self, name: str, kwargs: dict[str, Any], options: SubmitOptions, idempotency_key: str | None = None
     ) -> Submitted:
         """Enqueue ``name`` with validated kwargs; return its id. Raises ServiceUnavailable (503)."""
-        task_id = str(uuid.uuid4())
+        task_id = new_id()
         try:
             if idempotency_key is not None:
                 first = await self._claim_idempotency_key(idempotency_key, task_id)

@@ -39,6 +39,7 @@ def secure(redis_url: str, session_dir: Path, worker: Service) -> Iterator[Servi
         SVC_ALLOWED_ORIGINS=ORIGIN,
         SVC_WS_MAX_CONNECTIONS="3",
         SVC_WS_IDLE_TIMEOUT="1",
+        SVC_WS_MAX_SUBSCRIPTIONS="3",
     )
     yield service
     service.stop()
@@ -213,6 +214,21 @@ async def test_connection_idle_after_its_task_ended_is_closed(
             async with asyncio.timeout(10):
                 await socket.recv()
     assert socket.close_code == 1000 and 0.5 < time.monotonic() - ended < 5
+
+
+async def test_subscriptions_per_connection_are_limited(secure: Service) -> None:
+    async with websockets.connect(f"{secure.ws_url}/ws", additional_headers=keyed()) as socket:
+        for n in range(3):
+            await socket.send(json.dumps({"op": "subscribe", "task_id": f"limit-{n}"}))
+        await socket.send(json.dumps({"op": "subscribe", "task_id": "limit-0", "since": 0}))  # again: fine
+        await socket.send(json.dumps({"op": "subscribe", "task_id": "limit-3"}))
+        async with asyncio.timeout(10):
+            refused = json.loads(await socket.recv())
+    assert refused == {
+        "op": "error",
+        "task_id": "limit-3",
+        "detail": "at most 3 subscriptions per connection",
+    }
 
 
 async def test_too_deep_arguments_are_refused(client: httpx.AsyncClient) -> None:

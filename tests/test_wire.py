@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import svc.tasks  # noqa: F401  (registers the tasks, as the API does)
 from svc.celery_app import app as svc_app
 from svc.embedded import RedisProcess
-from svc.message import SubmitOptions, kwargs_repr, prepare, redis_envelope
+from svc.message import SubmitOptions, kwargs_repr, new_id, prepare, redis_envelope
 
 from .conftest import Service, start_worker, states, submit, watch
 
@@ -109,6 +109,14 @@ JSON_VALUES = st.recursive(
 def test_kwargsrepr_is_exactly_celerys_saferepr(kwargs: dict[str, Any]) -> None:
     expected = saferepr(kwargs, svc_app.amqp.kwargsrepr_maxsize, maxlevels=svc_app.conf.task_repr_maxlevels)
     assert kwargs_repr(svc_app, kwargs) == expected
+
+
+def test_new_ids_are_version_4_uuids_in_canonical_form() -> None:
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
 
 
 async def test_countdown_is_honoured(api: Service, http: httpx.AsyncClient) -> None:

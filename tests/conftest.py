@@ -41,6 +41,7 @@ class Service:
     log: Path
     port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    hostname: str | None = None  # a worker's Celery hostname
 
     @property
     def base_url(self) -> str:
@@ -129,7 +130,7 @@ def start_worker(redis_url: str, tmp: Path, name: str, *args: str, **env: str) -
     workers = f"{env.get('SVC_NAMESPACE', NAMESPACE)}:workers"
     wait_for(lambda: client.zscore(workers, hostname) is not None, 60, f"worker {name}", process)
     client.close()
-    return Service(process, log)
+    return Service(process, log, hostname=hostname)
 
 
 def start_api(

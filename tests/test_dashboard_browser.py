@@ -164,7 +164,7 @@ async def test_killed_worker_goes_offline(dashboard: Dashboard, redis_url: str, 
     # visibility timeout.
     doomed = await asyncio.to_thread(start_worker, redis_url, session_dir, "doomed", "-Q", "doomed-only")
     try:
-        card = '[data-testid="worker"][data-hostname^="doomed-"]'
+        card = f'[data-testid="worker"][data-hostname="{doomed.hostname}"]'
         await page.wait_for_selector(
             f'{card} [data-testid="worker-status"]:text-is("online")', timeout=20_000
         )

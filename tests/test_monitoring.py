@@ -120,16 +120,18 @@ async def test_dashboard_sees_a_killed_worker_go_offline_within_two_heartbeats(
             async def status_of_doomed() -> bool | None:
                 frame = await next_frame(socket)
                 for worker in frame["workers"]:
-                    if worker["hostname"].startswith("doomed-"):
+                    if worker["hostname"] == doomed.hostname:  # not an earlier test's doomed worker
                         return bool(worker["online"])
                 return None
 
-            while await status_of_doomed() is not True:
-                pass
+            async with asyncio.timeout(30):  # its first heartbeat
+                while await status_of_doomed() is not True:
+                    pass
             doomed.stop(signal.SIGKILL)
             killed = time.monotonic()
-            while await status_of_doomed() is not False:
-                pass
+            async with asyncio.timeout(15):
+                while await status_of_doomed() is not False:
+                    pass
             elapsed = time.monotonic() - killed
     finally:
         doomed.stop(signal.SIGKILL)

@@ -67,7 +67,7 @@ class DashboardSession:
         """Send queued frames and drain the client's until either side stops (or the queue overflows)."""
         writer = asyncio.create_task(self._write())
         self.outbox.on_overflow = writer.cancel
-        tasks = [writer, asyncio.create_task(self._drain())]
+        tasks = [writer, asyncio.create_task(ws.drain(self.websocket))]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -95,14 +95,6 @@ class DashboardSession:
             while True:
                 frame = await self.outbox.get()
                 await self.websocket.send_text(frame.text)
-
-    async def _drain(self) -> None:
-        """Read and ignore what the dashboard sends, until it goes."""
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
 
 
 async def _authenticated(runtime: Runtime, websocket: WebSocket) -> bool:

@@ -76,7 +76,11 @@ def start_redis(port: int | None = None, directory: Path | None = None, *extra: 
         str(directory),
         *extra,
     ]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    # Its own session: a Ctrl-C (or a signal to the whole process group) must not stop Redis before
+    # the API and workers using it have shut down; its owner stops it last.
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:

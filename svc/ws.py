@@ -136,11 +136,7 @@ class Connection:
 
     async def drain_reads(self) -> None:
         """Read and ignore client frames until the client goes (the per-task endpoint)."""
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
+        await drain(self.websocket)
 
     async def read_ops(self) -> None:
         """Serve the multiplexed endpoint's subscribe/unsubscribe frames until the client goes, or
@@ -212,6 +208,15 @@ class Connection:
             self.send_error(task_id, exc.detail)
             return
         await self.subscribe(task_id, since)
+
+
+async def drain(websocket: WebSocket) -> None:
+    """Read and ignore what a client sends, until it goes."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
 
 
 async def shut_down_all(runtime: Runtime, grace: float = 5.0) -> None:

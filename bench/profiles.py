@@ -17,20 +17,21 @@ from bench import fanout
 from bench.common import api_service, private_redis, provenance, py_spy, raise_nofile, write_section, wrk
 
 READING = """\
-What the profiles say (reading of the run recorded in this file; the recommendations are in the report
-of issue 8 and repeated here):
+What the profiles say (this run), and what was done about them (each change with its before and after
+is in "Optimisations" below):
 
-- **Submit** — the loop spends most of its time in uvicorn/Starlette/FastAPI machinery, not in svc:
-  middleware layers (`BodyLimit`, FastAPI's own body limit and exception telemetry, `ServerErrorMiddleware`,
-  `AsyncExitStackMiddleware`), `solve_dependencies`/`request_params_to_args` and pydantic validation of
-  the body. svc's own work is `prepare` (Celery's `as_task_v2`, whose `saferepr` of args/kwargs and
-  `anon_nodename()` for the `origin` header are pure waste here), `redis_envelope` and the batched
-  pipeline. A thread hop per request (`run_in_threadpool` → `anyio.to_thread.run_sync`, seen as
-  `Condition.notify` in the loop) comes from the sync dependency `api_key_required`.
+- **Submit** — FastAPI's routing, dependency injection and exception middlewares, its OpenTelemetry
+  lookups, Celery's `saferepr` and `anon_nodename()`, and `uuid.UUID.__init__` used to dominate; the
+  submit now runs in `svc/fastpath.py` ahead of FastAPI's stack, with those computed once or cheaply.
+  What remains is spread thin: uvicorn's response send, redis-py's pipeline (packing the EVAL and
+  parsing replies), pydantic validation of the body and the arguments, the message and envelope, the
+  token, and the monitor parsing each PENDING event (`SVC_MONITOR=false` removes that). The constant
+  endpoint does none of it, which is the distance to the 0.8x target.
 - **Fan-out** — the loop's time goes to sending frames: `Connection._write` → Starlette
-  `WebSocket.send_text` → uvicorn's `WebSocketProtocol.asgi_send` → websockets framing → transport
-  writes, one per subscriber per event, plus one task wake-up per frame (`Outbox.push` → `Event.set`
-  → `Outbox.get`), and uvicorn's keep-alive pings (one per connection every 20 s: 500/s at 10,000).
+  `WebSocket.send_text` → uvicorn's `WebSocketsSansIOProtocol.send` → websockets framing → transport
+  writes, one per subscriber per event (each event is serialised once for all its subscribers), and to
+  redis-py's pub/sub reads. Writing about 30,000 frames from one Python process is what separates svc's
+  delivery time from a single raw Redis subscriber's; it is the next thing to work on.
 """
 
 

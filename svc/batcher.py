@@ -5,6 +5,11 @@ flight, newcomers queue and go together in the next. Commands of one caller run 
 connection, so "record PENDING, then LPUSH" keeps its order. At most ``max_batch`` commands a trip,
 and at most ``max_queued`` callers waiting: past that, callers wait for room (backpressure), never
 an unbounded queue.
+
+A trip is written as one buffer packed by hiredis (C) on a connection of the client's pool and its
+replies read raw: redis-py's pipeline packs in Python and adds per-command bookkeeping that cost more
+than a submit's own work (BENCHMARKS.md). A trip that fails is not retried (a retry after a write that
+reached Redis would push a task twice); its callers get the error, and the API answers 503.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import asyncio
 from collections import deque
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 Command = tuple[Any, ...]
 
@@ -49,12 +56,8 @@ class Batcher:
                 commands, future = self._queue.popleft()
                 batch.append((commands, future))
                 size += len(commands)
-            pipe = self.redis.pipeline(transaction=False)
-            for commands, _ in batch:
-                for command in commands:
-                    pipe.execute_command(*command)
             try:
-                replies = await pipe.execute(raise_on_error=False)
+                replies = await self._round_trip([command for commands, _ in batch for command in commands])
             except BaseException as exc:
                 failure = exc if isinstance(exc, Exception) else ConnectionError("flush cancelled")
                 for _, future in batch:
@@ -75,3 +78,24 @@ class Batcher:
                     future.set_exception(error)
                 else:
                     future.set_result(mine)
+
+    async def _round_trip(self, commands: list[Command]) -> list[Any]:
+        """Send ``commands`` in one write and read their replies; an error reply is returned in place."""
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(
+                b"".join(hiredis.pack_command(command) for command in commands), check_health=False
+            )
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+            return replies
+        except BaseException:
+            await connection.disconnect()  # its replies may be half read: never reuse it
+            raise
+        finally:
+            await pool.release(connection)

@@ -33,8 +33,11 @@ class DashboardFeed:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK)
+            if not self.outboxes:
+                self.monitor.forget_changes()  # nobody to tell: a dashboard starts from a snapshot
+                continue
             update = self.monitor.take_update()
-            if update is None or not self.outboxes:
+            if update is None:
                 continue
             text = update.decode()
             for outbox in list(self.outboxes):

@@ -328,6 +328,11 @@ class Monitor:
             }
         )
 
+    def forget_changes(self) -> None:
+        """Drop the record of what changed (no dashboard is connected to be told)."""
+        self.dirty.clear()
+        self.workers_dirty = False
+
     def take_update(self) -> bytes | None:
         """The rows and state changed since the last call, or None when nothing changed."""
         if not self.dirty and not self.workers_dirty:

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from bench.common import percentile
-from svc.api import app
+from svc.api import app, asgi
 from svc.tasks import diagnostic
 
 
@@ -91,3 +91,6 @@ def seed_add() -> dict[str, Any]:
 async def lag(reset: bool = False) -> dict[str, float]:
     """Event-loop lag since the last reset: p50/p99/max in ms; ``reset=1`` starts a new window."""
     return sampler.summary(reset)
+
+
+__all__ = ["app", "asgi"]  # uvicorn serves ``asgi``: svc's fast lanes in front of this app

@@ -89,7 +89,7 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 @contextmanager
-def api_service(redis_url: str, app: str = "bench.app:app", **env: str) -> Iterator[Api]:
+def api_service(redis_url: str, app: str = "bench.app:asgi", **env: str) -> Iterator[Api]:
     """One uvicorn process serving ``app`` with ``svc api``'s WebSocket settings (no per-message deflate)."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="svc-bench-api-", suffix=".log")[1])
@@ -138,7 +138,7 @@ def api_service(redis_url: str, app: str = "bench.app:app", **env: str) -> Itera
 
 
 @contextmanager
-def api_process(redis_url: str, app: str = "bench.app:app", **env: str) -> Iterator[str]:
+def api_process(redis_url: str, app: str = "bench.app:asgi", **env: str) -> Iterator[str]:
     """One uvicorn process serving ``app``; yields its base URL."""
     with api_service(redis_url, app, **env) as api:
         yield api.base

@@ -269,7 +269,7 @@ async def submit_from_asgi(
 ) -> Response:
     """The submit, from what ASGI gives (the body and headers read by hand, not by FastAPI's parameter
     machinery); counts its outcome in ``svc_submits_total``."""
-    runtime: Runtime = scope["app"].state.runtime
+    runtime: Runtime = app.state.runtime
     outcome = "error"
     try:
         response = await _submit(runtime, name, headers, raw, host)
@@ -424,7 +424,7 @@ async def websocket_from_asgi(scope: Scope, receive: Receive, send: Send) -> boo
     task_id = path.removeprefix("/ws/tasks/")
     if path != "/ws" and (task_id == path or not task_id or "/" in task_id):
         return False
-    runtime: Runtime = scope["app"].state.runtime
+    runtime: Runtime = app.state.runtime
     websocket = WebSocket(scope, receive, send)
     query = websocket.query_params
     token = query.get("token")
@@ -487,8 +487,9 @@ if SDK_SOURCE.is_dir():
     app.mount("/sdk", StaticFiles(directory=SDK_SOURCE), name="sdk")
 
 
-# Outermost (added last): the fast lanes of submit and the task WebSockets; see svc/fastpath.py.
-app.add_middleware(
-    SubmitFastPath, handler=submit_from_asgi, error_response=problem, limit=get_settings().max_body_bytes
+# What uvicorn serves (`svc api`): the fast lanes of submit and the task WebSockets in front of the
+# FastAPI app, outside its middleware stack, which they would otherwise pay for on every request and
+# every open socket; everything else (and the lifespan) goes to the app. See svc/fastpath.py.
+asgi = WebSocketFastPath(
+    SubmitFastPath(app, submit_from_asgi, problem, get_settings().max_body_bytes), websocket_from_asgi
 )
-app.add_middleware(WebSocketFastPath, handler=websocket_from_asgi)

@@ -57,7 +57,7 @@ def run_api(host: str, port: int, log_level: str = "info") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     config = uvicorn.Config(
-        "svc.api:app",
+        "svc.api:asgi",
         host=host,
         port=port,
         log_level=log_level,

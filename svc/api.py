@@ -157,15 +157,23 @@ async def _too_deep(_: Request, exc: RecursionError) -> JSONResponse:
 
 @app.exception_handler(Exception)
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    """Anything unforeseen: logged here in full, answered with no detail (no traceback, no paths)."""
-    log.exception("event=unhandled_error")
-    error = SvcError("an unexpected error occurred; it has been logged")
-    return problem(error)
+    return problem_for(exc)
+
+
+def problem_for(exc: Exception) -> JSONResponse:
+    """The problem response for any exception: its own for an SvcError, 503 for Redis, and for anything
+    unforeseen a 500 with no detail (no traceback, no paths), the exception logged here in full."""
+    if isinstance(exc, SvcError):
+        return problem(exc)
+    if isinstance(exc, RedisError):
+        return problem(ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}"))
+    log.exception("event=unhandled_error", exc_info=exc)
+    return problem(SvcError("an unexpected error occurred; it has been logged"))
 
 
 @app.exception_handler(RedisError)
 async def _redis_error(_: Request, exc: RedisError) -> JSONResponse:
-    return problem(ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}"))
+    return problem_for(exc)
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -491,5 +499,5 @@ if SDK_SOURCE.is_dir():
 # FastAPI app, outside its middleware stack, which they would otherwise pay for on every request and
 # every open socket; everything else (and the lifespan) goes to the app. See svc/fastpath.py.
 asgi = WebSocketFastPath(
-    SubmitFastPath(app, submit_from_asgi, problem, get_settings().max_body_bytes), websocket_from_asgi
+    SubmitFastPath(app, submit_from_asgi, problem_for, get_settings().max_body_bytes), websocket_from_asgi
 )

@@ -41,16 +41,12 @@ async def serve_dashboard(runtime: Runtime, websocket: WebSocket) -> None:
     session.outbox.push(None, 0, "snapshot", runtime.monitor.snapshot().decode())
     runtime.dashboard.outboxes.add(session.outbox)
     client = ws.client_of(runtime, websocket)
-    runtime.connections.add(session)
-    runtime.connections_by_client[client] += 1
+    runtime.admit_connection(session, client)
     try:
         await session.serve()
     finally:
         runtime.dashboard.outboxes.discard(session.outbox)
-        runtime.connections.discard(session)
-        runtime.connections_by_client[client] -= 1
-        if runtime.connections_by_client[client] <= 0:
-            del runtime.connections_by_client[client]
+        runtime.release_connection(session, client)
         if session.outbox.overflowed:
             log.warning("event=slow_dashboard_disconnected")
             await session.close(ws.CLOSE_TRY_LATER, "too slow: reconnect", ws.SLOW_CLOSE_GRACE)

@@ -11,22 +11,18 @@ this layer is not installed. Everything else passes through untouched.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
-from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from svc.errors import PayloadTooLarge, ServiceUnavailable, SvcError
-
-log = logging.getLogger("svc.fastpath")
+from svc.errors import PayloadTooLarge, SvcError
 
 PREFIX = "/tasks/"
 # (app scope, task name, request headers, raw body, client host) -> the response
 Handler = Callable[[Scope, str, Headers, bytes, str | None], Awaitable[Response]]
-ErrorResponse = Callable[[SvcError], Response]
+ErrorResponse = Callable[[Exception], Response]
 # (scope, receive, send) -> whether it was a WebSocket route it serves (and has served)
 WebSocketHandler = Callable[[Scope, Receive, Send], Awaitable[bool]]
 
@@ -57,13 +53,8 @@ class SubmitFastPath:
         try:
             raw = await self._body(headers, receive)
             response = await self.handler(scope, name, headers, raw, client[0] if client else None)
-        except SvcError as exc:
+        except Exception as exc:  # mapped exactly as the app's exception handlers map it
             response = self.error_response(exc)
-        except RedisError as exc:
-            response = self.error_response(ServiceUnavailable(f"Redis is unreachable: {type(exc).__name__}"))
-        except Exception:
-            log.exception("event=unhandled_error")
-            response = self.error_response(SvcError("an unexpected error occurred; it has been logged"))
         await response(scope, receive, send)
 
     async def _body(self, headers: Headers, receive: Receive) -> bytes:

@@ -115,6 +115,18 @@ class Runtime:
             await self.backend_redis.aclose()
         await self.redis.aclose()
 
+    def admit_connection(self, connection: object, client: str) -> None:
+        """Count an accepted WebSocket (for shutdown, /metrics and the per-client limit)."""
+        self.connections.add(connection)
+        self.connections_by_client[client] += 1
+
+    def release_connection(self, connection: object, client: str) -> None:
+        """Forget a closed WebSocket."""
+        self.connections.discard(connection)
+        self.connections_by_client[client] -= 1
+        if self.connections_by_client[client] <= 0:
+            del self.connections_by_client[client]
+
     async def workflow_of(self, task_id: str) -> str | None:
         """The id of the workflow ``task_id`` is a step of, if any."""
         key = events.task_key(self.settings.namespace, task_id)

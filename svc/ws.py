@@ -54,8 +54,7 @@ class Connection:
 
     async def serve(self, reader: Any) -> None:
         """Run ``reader`` and the writer together; when either ends, cancel the other and clean up."""
-        self.runtime.connections.add(self)
-        self.runtime.connections_by_client[self.client] += 1
+        self.runtime.admit_connection(self, self.client)
         writer = asyncio.create_task(self._write())
         self.outbox.on_overflow = writer.cancel  # a writer stuck in a send is interrupted at once
         tasks = [asyncio.create_task(reader), writer]
@@ -71,10 +70,7 @@ class Connection:
             for subscription in list(self.subscriptions.values()):
                 await self.runtime.bridge.close(subscription)
             self.subscriptions.clear()
-            self.runtime.connections.discard(self)
-            self.runtime.connections_by_client[self.client] -= 1
-            if self.runtime.connections_by_client[self.client] <= 0:
-                del self.runtime.connections_by_client[self.client]
+            self.runtime.release_connection(self, self.client)
             if self.outbox.overflowed:
                 await self._close_slow_client()
 

@@ -34,7 +34,7 @@ from svc.errors import (
     UnknownTaskId,
 )
 from svc.fastpath import SubmitFastPath, WebSocketFastPath
-from svc.limits import BodyLimit, json_depth
+from svc.limits import BodyLimit, arguments_too_deep, json_depth
 from svc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from svc.runtime import Runtime
 from svc.settings import get_settings
@@ -287,7 +287,7 @@ async def submit_from_asgi(
         outcome = SUBMIT_OUTCOMES.get(exc.status, "error")
         raise
     finally:
-        runtime.metrics.submits.labels(name if name in EXPOSED else "(unknown)", outcome).inc()
+        runtime.metrics.submits[name if name in EXPOSED else "(unknown)", outcome] += 1
 
 
 async def _submit(runtime: Runtime, name: str, headers: Headers, raw: bytes, host: str | None) -> Response:
@@ -301,7 +301,7 @@ async def _submit(runtime: Runtime, name: str, headers: Headers, raw: bytes, hos
     exposed = EXPOSED.get(name)
     if exposed is None:
         raise UnknownTask(f"no task named {name!r} is exposed")
-    if json_depth([body.args, body.kwargs]) > settings.max_json_depth + 1:
+    if arguments_too_deep(raw, body.args, body.kwargs, settings.max_json_depth):
         raise InvalidArguments(f"arguments nest deeper than {settings.max_json_depth} levels")
     kwargs = exposed.validate(body.args, body.kwargs)
     await runtime.limiter.check(auth.client_identity(settings, authorization, host))

@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -130,10 +131,9 @@ class Bridge:
         self._pubsub: PubSub | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._resyncs: set[asyncio.Task[None]] = set()
-        self._last_message = time.monotonic()
         self.connected = asyncio.Event()
         self.reconnects = 0
-        self.on_deliver: Callable[[int], None] | None = None
+        self.events_routed = 0  # events received for at least one local subscriber
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -301,7 +301,6 @@ class Bridge:
             confirmed.clear()
         self._unconfirmed = dict.fromkeys(self._subscribers, 1)
         await pubsub.subscribe(self._probe_channel, *self._subscribers)
-        self._last_message = time.monotonic()
         self.connected.set()
         if self.reconnects or self._subscribers:
             log.warning(
@@ -317,22 +316,35 @@ class Bridge:
                     task.add_done_callback(self._resyncs.discard)
 
     async def _listen(self) -> None:
+        """Read the pub/sub connection's raw replies (``[b"message", channel, data]`` and the like):
+        ``PubSub.get_message`` costs a timeout, a retry wrapper, a dict and an observability hook per
+        message, more than routing the message does (BENCHMARKS.md). A connection that has said nothing
+        for STALE_AFTER seconds (the probe arrives every PROBE_INTERVAL) is given up."""
         pubsub = self._pubsub
-        assert pubsub is not None
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            now = time.monotonic()
-            if message is None:
-                if now - self._last_message > STALE_AFTER:
-                    raise StaleConnection(f"no message for {now - self._last_message:.1f}s")
-                continue
-            self._last_message = now
-            kind = message["type"]
-            channel = message["channel"].decode()
-            if kind == "message":
-                self._dispatch(channel, message["data"])
-            elif kind == "subscribe":
-                self._on_confirmed(channel)
+        connection = pubsub.connection if pubsub is not None else None
+        if pubsub is None or connection is None:
+            raise StaleConnection("the pub/sub connection is not open")
+        loop = asyncio.get_running_loop()
+        rescheduled = loop.time()
+        try:
+            async with asyncio.timeout(STALE_AFTER) as silence:
+                while True:
+                    reply = await connection.read_response(timeout=math.inf, push_request=True)
+                    now = loop.time()
+                    if now - rescheduled > 1.0:  # moving the deadline costs a timer: once a second at most
+                        silence.reschedule(now + STALE_AFTER)
+                        rescheduled = now
+                    if not isinstance(reply, list) or len(reply) < 3:
+                        continue
+                    kind = reply[0]
+                    if kind == b"message":
+                        self._dispatch(reply[1].decode(), reply[2])
+                        continue
+                    if kind == b"subscribe":
+                        self._on_confirmed(reply[1].decode())
+                    await pubsub.handle_message(reply)  # redis-py's record of subscribed channels
+        except TimeoutError:
+            raise StaleConnection(f"nothing received for {STALE_AFTER:.0f}s") from None
 
     def _on_confirmed(self, channel: str) -> None:
         """Count a SUBSCRIBE reply; the channel is live once every SUBSCRIBE sent for it is answered."""
@@ -364,8 +376,7 @@ class Bridge:
                 task.add_done_callback(self._resyncs.discard)
             else:
                 subscription.deliver(seq, state, text)
-        if self.on_deliver is not None:
-            self.on_deliver(len(subscribers))
+        self.events_routed += 1
 
     async def _probe(self) -> None:
         """Publish on our own service channel so a silently dead pub/sub socket is noticed."""

@@ -21,6 +21,17 @@ def json_depth(value: object) -> int:
     return deepest
 
 
+def arguments_too_deep(raw: bytes, args: list[object], kwargs: dict[str, object], limit: int) -> bool:
+    """Whether ``args`` or ``kwargs``, parsed from the JSON object ``raw``, nest deeper than ``limit``.
+
+    Counting ``raw``'s brackets (in C) settles almost every body without walking it: an argument
+    inside the object cannot nest deeper than the brackets the text opens, less the object's own.
+    """
+    if raw.count(b"[") + raw.count(b"{") - 1 <= limit:
+        return False
+    return json_depth([args, kwargs]) - 1 > limit
+
+
 class BodyLimit:
     """Refuse HTTP bodies over ``limit`` bytes with a 413 problem, by header or while streaming."""
 

@@ -1,17 +1,20 @@
 """Prometheus metrics of one API process (``GET /metrics``), in a registry of its own.
 
-Counters move where things happen (submit, the bridge, the WebSocket writer, the monitor); gauges that
-describe current state (connections, subscriptions, workers, queue depth) are read at scrape time.
+Counters move where things happen (submit, the bridge, the WebSocket writer, the monitor). The ones
+moved on every submit, event or frame are plain integers, turned into counter families at scrape time:
+a ``prometheus_client`` child takes a lock and validates its labels on every call, which was a
+measurable part of a submit (BENCHMARKS.md). Gauges that describe current state (connections,
+subscriptions, workers, queue depth) are read at scrape time too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -33,34 +36,11 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.submits = Counter(
-            "svc_submits",
-            "HTTP submits by task and outcome (accepted, invalid, rate_limited, unavailable, unknown)",
-            ["task", "outcome"],
-            registry=self.registry,
-        )
-        self.events_published = Counter(
-            "svc_events_published",
-            "task events published in this namespace (by any worker or API process), by state",
-            ["state"],
-            registry=self.registry,
-        )
-        self.events_routed = Counter(
-            "svc_events_routed",
-            "task events this process's bridge received for its subscribers",
-            registry=self.registry,
-        )
-        self.events_delivered = Counter(
-            "svc_events_delivered",
-            "frames this process sent to WebSocket clients",
-            registry=self.registry,
-        )
-        self.tasks_finished = Counter(
-            "svc_tasks_finished",
-            "tasks that ended, by task name and final state",
-            ["task", "state"],
-            registry=self.registry,
-        )
+        # Plain counts, reported by _Counts at each scrape (this process's event loop is their only writer).
+        self.submits: Tally[tuple[str, ...]] = Tally()  # (task, outcome)
+        self.events_published: Tally[str] = Tally()  # state
+        self.tasks_finished: Tally[tuple[str, ...]] = Tally()  # (task, state)
+        self.events_delivered = 0
         self.task_runtime = Histogram(
             "svc_task_runtime_seconds",
             "seconds from STARTED to SUCCESS or FAILURE, by task name",
@@ -68,6 +48,7 @@ class Metrics:
             buckets=RUNTIME_BUCKETS,
             registry=self.registry,
         )
+        self.registry.register(_Counts(self))
 
     def watch(self, runtime: Runtime) -> None:
         """Report ``runtime``'s live state (connections, subscriptions, workers, queues) at each scrape."""
@@ -76,6 +57,46 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _Counts(Collector):
+    """The plain counters of :class:`Metrics` as Prometheus counter families."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        metrics = self._metrics
+        yield _family(
+            "svc_submits",
+            "HTTP submits by task and outcome (accepted, invalid, rate_limited, unavailable, unknown)",
+            ["task", "outcome"],
+            metrics.submits,
+        )
+        yield _family(
+            "svc_events_published",
+            "task events published in this namespace (by any worker or API process), by state",
+            ["state"],
+            {(state,): count for state, count in metrics.events_published.items()},
+        )
+        yield CounterMetricFamily(
+            "svc_events_delivered",
+            "frames this process sent to WebSocket clients",
+            value=metrics.events_delivered,
+        )
+        yield _family(
+            "svc_tasks_finished",
+            "tasks that ended, by task name and final state",
+            ["task", "state"],
+            metrics.tasks_finished,
+        )
+
+
+def _family(name: str, help_text: str, labels: list[str], counts: Mapping[tuple[str, ...], int]) -> Metric:
+    family = CounterMetricFamily(name, help_text, labels=labels)
+    for values, count in counts.items():
+        family.add_metric(list(values), count)
+    return family
 
 
 class _LiveState(Collector):
@@ -96,6 +117,11 @@ class _LiveState(Collector):
             "svc_bridge_reconnects",
             "times the bridge reconnected its pub/sub connection to Redis",
             value=max(0, runtime.bridge.reconnects - 1),
+        )
+        yield CounterMetricFamily(
+            "svc_events_routed",
+            "task events this process's bridge received for its subscribers",
+            value=runtime.bridge.events_routed,
         )
         workers = GaugeMetricFamily(
             "svc_worker_online", "1 when a worker's heartbeats are current, else 0", labels=["worker"]

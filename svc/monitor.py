@@ -210,7 +210,7 @@ class Monitor:
 
     def _count(self, event: dict[str, Any], row: TaskRow) -> None:
         state = str(event.get("state"))
-        self.metrics.events_published.labels(state).inc()
+        self.metrics.events_published[state] += 1
         if state != "RETRY" and state not in events.TERMINAL_STATES:
             return
         name = row.name or "?"
@@ -218,7 +218,7 @@ class Monitor:
         self.stats.setdefault(name, TaskStats()).count(state, float(event.get("ts") or time.time()), runtime)
         if state == "RETRY":
             return
-        self.metrics.tasks_finished.labels(name, state).inc()
+        self.metrics.tasks_finished[name, state] += 1
         if runtime is not None:
             self.metrics.task_runtime.labels(name).observe(float(runtime))
         worker = event.get("worker")

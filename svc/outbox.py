@@ -7,14 +7,21 @@ Policy when full (``limit`` frames queued):
 - past ``2 * limit`` the outbox overflows: its frames are dropped and ``on_overflow`` is called (the
   connection cancels its writer, even one stuck in a send), the connection is closed with 1013 and
   the client resumes with ``since`` from the history, where nothing was lost.
+
+While the writer is idle (nothing queued), ``send_now`` may send a frame at once instead of waking the
+writer; a send that had to wait is queued with :meth:`push_unfinished`, so the writer finishes it
+before it sends anything newer.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+# (task_id, seq, state, text) -> whether the frame was sent at once (else it is queued)
+SendNow = Callable[[str | None, int, str, str], bool]
 
 
 class Overflow(Exception):
@@ -29,6 +36,7 @@ class Frame:
     seq: int
     state: str
     text: str
+    unfinished: Awaitable[None] | None = None  # a send begun at once that had to wait: finish it first
 
 
 class Outbox:
@@ -43,6 +51,7 @@ class Outbox:
         "limit",
         "on_overflow",
         "overflowed",
+        "send_now",
     )
 
     def __init__(self, limit: int) -> None:
@@ -54,6 +63,7 @@ class Outbox:
         self._drained: asyncio.Future[None] | None = None
         self.overflowed = False
         self.on_overflow: Callable[[], object] | None = None
+        self.send_now: SendNow | None = None
         self.coalesced = 0
 
     def __len__(self) -> int:
@@ -63,6 +73,9 @@ class Outbox:
         """Queue a frame under the policy above; never blocks."""
         if self.overflowed:
             return
+        send_now = self.send_now
+        if self._waiter is not None and send_now is not None and send_now(task_id, seq, state, text):
+            return  # the writer waits on an empty queue: nothing to overtake
         frames = self._frames
         if frames is None:
             frames = self._frames = deque()
@@ -85,6 +98,15 @@ class Outbox:
         frames.append(frame)
         if task_id is not None:
             self._newest[task_id] = frame
+        self._wake()
+
+    def push_unfinished(self, send: Awaitable[None]) -> None:
+        """Queue the rest of a send that ``send_now`` began and that had to wait."""
+        if self.overflowed:
+            return
+        if self._frames is None:
+            self._frames = deque()
+        self._frames.append(Frame(None, 0, "unfinished", "", send))
         self._wake()
 
     def _wake(self) -> None:

@@ -35,11 +35,13 @@ class ExposedTask:
         if len(args) > len(fields):
             raise InvalidArguments(f"{self.name} takes at most {len(fields)} positional arguments")
         bound = dict(zip(fields, args, strict=False))
-        clash = sorted(set(bound) & set(kwargs))
-        if clash:
-            raise InvalidArguments(f"{self.name} got multiple values for {', '.join(clash)}")
+        if kwargs:
+            clash = sorted(bound.keys() & kwargs.keys())
+            if clash:
+                raise InvalidArguments(f"{self.name} got multiple values for {', '.join(clash)}")
+            bound.update(kwargs)
         try:
-            model = schema.model_validate({**bound, **kwargs})
+            model = schema.model_validate(bound)
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_context=False, include_input=False)
             raise InvalidArguments(f"arguments do not match {self.name}'s schema", errors=errors) from None

@@ -81,7 +81,6 @@ class Runtime:
             submitter.events_batcher, settings.namespace, settings.rate_limit, settings.rate_burst
         )
         metrics = Metrics()
-        bridge.on_deliver = lambda _: metrics.events_routed.inc()
         broker_redis = submitter.broker_redis if submitter.broker_is_redis else None
         monitor = Monitor(settings, redis, pubsub_redis, broker_redis, celery_app, metrics)
         dashboard = DashboardFeed(monitor)

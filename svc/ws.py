@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from svc import auth, events
 from svc.bridge import Subscription
+from svc.eager import run_eagerly
 from svc.errors import SvcError
 from svc.outbox import Outbox, Overflow
 from svc.runtime import Runtime
@@ -57,11 +58,12 @@ class Connection:
         self.runtime.admit_connection(self, self.client)
         writer = asyncio.create_task(self._write())
         self.outbox.on_overflow = writer.cancel  # a writer stuck in a send is interrupted at once
+        self.outbox.send_now = self._send_now
         tasks = [asyncio.create_task(reader), writer]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.outbox.on_overflow = None
+            self.outbox.on_overflow = self.outbox.send_now = None
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -114,13 +116,31 @@ class Connection:
             with contextlib.suppress(Exception):
                 await self.websocket.close(code=code, reason=reason)
 
+    def _send_now(self, task_id: str | None, seq: int, state: str, text: str) -> bool:
+        """Send a frame from the caller (the bridge) while the writer is idle, without waking it: the
+        send almost never has to wait (svc/eager.py). Terminal frames are left to the writer, which
+        ends the subscription after them."""
+        if state in events.TERMINAL_STATES:
+            return False
+        try:
+            unfinished = run_eagerly(self.websocket.send_text(text))
+        except Exception:
+            return False  # refused before anything was written: the writer sends it and meets the error
+        self.runtime.metrics.events_delivered += 1
+        if unfinished is not None:
+            self.outbox.push_unfinished(unfinished)
+        return True
+
     async def _write(self) -> None:
-        send, delivered = self.websocket.send_text, self.runtime.metrics.events_delivered
+        send, metrics = self.websocket.send_text, self.runtime.metrics
         with contextlib.suppress(Overflow):  # serve() closes the connection with 1013
             while True:
                 frame = await self.outbox.get()
+                if frame.unfinished is not None:
+                    await frame.unfinished  # already counted
+                    continue
                 await send(frame.text)
-                delivered.inc()
+                metrics.events_delivered += 1
                 if frame.state in events.TERMINAL_STATES and frame.task_id is not None:
                     finished = self.subscriptions.pop(frame.task_id, None)
                     if finished is not None:

@@ -14,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from svc import tokens
+from svc.limits import arguments_too_deep, json_depth
 
 from .conftest import Service, start_api, svc_env
 
@@ -242,6 +245,24 @@ async def test_too_deep_arguments_are_refused(client: httpx.AsyncClient) -> None
         "/tasks/echo", content=absurd, headers={**keyed(), "content-type": "application/json"}
     )
     assert response.status_code in (400, 422)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}\\"', max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet="k[{", max_size=2), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(JSON, max_size=3), st.dictionaries(st.text(max_size=3), JSON, max_size=3), st.integers(1, 6))
+def test_the_bracket_count_shortcut_agrees_with_walking_the_arguments(
+    args: list[Any], kwargs: dict[str, Any], limit: int
+) -> None:
+    raw = json.dumps({"args": args, "kwargs": kwargs, "options": {}}).encode()
+    assert arguments_too_deep(raw, args, kwargs, limit) == (json_depth([args, kwargs]) - 1 > limit)
 
 
 async def test_keys_and_tokens_stay_out_of_logs(secure: Service, client: httpx.AsyncClient) -> None:

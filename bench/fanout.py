@@ -43,6 +43,7 @@ from bench.common import (
     Api,
     Profile,
     api_service,
+    cpu_seconds,
     percentile,
     private_redis,
     provenance,
@@ -72,8 +73,14 @@ class Outcome:
     redis_pubsub: int = 0
     connect_seconds: float = 0.0
     deliver_seconds: float = 0.0
+    deliver_cpu: float = 0.0  # the API process's CPU seconds from the worker's start to the last report
     errors: list[str] = field(default_factory=list)
     profile: Profile | None = None
+
+    @property
+    def cpu_per_frame_us(self) -> float:
+        """The API's CPU per live frame delivered (its pub/sub reads, sends and closes included)."""
+        return self.deliver_cpu / max(len(self.svc_delays), 1) * 1e6
 
     @property
     def kib_per_subscriber(self) -> float:
@@ -217,6 +224,7 @@ async def measure(
         with contextlib.ExitStack() as stack:
             spy = stack.enter_context(py_spy(api.pid, 6)) if profile else []
             worker = worker_process(redis_url, "-Q", queue)
+            cpu_before = cpu_seconds(api.pid)
             await asyncio.to_thread(stack.enter_context, worker)
             started = time.perf_counter()
             for pipe in pipes:
@@ -227,6 +235,7 @@ async def measure(
                 if error_count > len(errors):
                     outcome.errors.append(f"… {error_count - len(errors)} more")
             outcome.deliver_seconds = time.perf_counter() - started
+            outcome.deliver_cpu = cpu_seconds(api.pid) - cpu_before
             await asyncio.sleep(0.5)
             baseline.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -265,11 +274,13 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         f"{dt.date.today().isoformat()}. "
         "Delay = client receive time minus the event's `ts` (worker's publish), over every live frame "
         "(RECEIVED, STARTED, SUCCESS). Baseline: one raw `redis.asyncio` SUBSCRIBE client on the same "
-        "channels, same run.",
+        "channels, same run. API CPU per frame: the API process's CPU time over the delivery (pub/sub "
+        "reads, frame sends, closing handshakes) divided by the live frames the clients received.",
         "",
         "| subscribers | watching | got terminal | svc p50 / p99 ms | Redis-only p50 / p99 ms "
-        "| p50 × Redis | KiB / idle sub | API Redis conns (pub/sub) | connect s | deliver s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| p50 × Redis | API CPU µs / frame | KiB / idle sub | API Redis conns (pub/sub) | connect s "
+        "| deliver s |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for out in outcomes:
         ratio = (
@@ -281,7 +292,8 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
             f"| {out.subscribers:,} | {out.connected:,} | {out.terminals:,} | "
             f"{ms(out.svc_delays, 50)} / {ms(out.svc_delays, 99)} | "
             f"{ms(out.redis_delays, 50)} / {ms(out.redis_delays, 99)} | {ratio} | "
-            f"{out.kib_per_subscriber:.1f} | {out.redis_clients} ({out.redis_pubsub}) | "
+            f"{out.cpu_per_frame_us:.0f} | {out.kib_per_subscriber:.1f} | "
+            f"{out.redis_clients} ({out.redis_pubsub}) | "
             f"{out.connect_seconds:.1f} | {out.deliver_seconds:.1f} |"
         )
     biggest = max(outcomes, key=lambda out: out.subscribers)
@@ -291,9 +303,11 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         f"Every subscriber got its terminal event: **{'yes' if complete else 'NO'}**. At "
         f"{biggest.subscribers:,} subscribers the API holds **{biggest.kib_per_subscriber:.1f} KiB** per "
         f"idle subscriber (target ≤ 30 KB) and {biggest.redis_pubsub} pub/sub connection to Redis. "
-        "Delays are dominated by sending one frame per subscriber from one Python process (the Redis-only "
-        'column receives each event once); "deliver s" runs from starting the worker to the last '
-        "client's report, worker start-up included.",
+        "A burst of frames queues behind the CPU that sends it and the CPU that reads it: the client "
+        "processes share the machine's 2 cores with the API and the worker and take one frame per "
+        "subscriber, where the Redis-only column takes each event once; the API's own cost is the CPU "
+        'column. "deliver s" runs from starting the worker to the last client\'s report, worker start-up '
+        "included.",
     ]
     for out in outcomes:
         if out.errors:

@@ -21,17 +21,18 @@ What the profiles say (this run), and what was done about them (each change with
 is in "Optimisations" below):
 
 - **Submit** — FastAPI's routing, dependency injection and exception middlewares, its OpenTelemetry
-  lookups, Celery's `saferepr` and `anon_nodename()`, and `uuid.UUID.__init__` used to dominate; the
-  submit now runs in `svc/fastpath.py` ahead of FastAPI's stack, with those computed once or cheaply.
-  What remains is spread thin: uvicorn's response send, redis-py's pipeline (packing the EVAL and
-  parsing replies), pydantic validation of the body and the arguments, the message and envelope, the
-  token, and the monitor parsing each PENDING event (`SVC_MONITOR=false` removes that). The constant
-  endpoint does none of it, which is the distance to the 0.8x target.
-- **Fan-out** — the loop's time goes to sending frames: `Connection._write` → Starlette
-  `WebSocket.send_text` → uvicorn's `WebSocketsSansIOProtocol.send` → websockets framing → transport
-  writes, one per subscriber per event (each event is serialised once for all its subscribers), and to
-  redis-py's pub/sub reads. Writing about 30,000 frames from one Python process is what separates svc's
-  delivery time from a single raw Redis subscriber's; it is the next thing to work on.
+  lookups, Celery's `saferepr` and `anon_nodename()`, `uuid.UUID.__init__`, redis-py's pipeline, an
+  `asyncio.Semaphore` and per-reply timeouts in the batcher, and `prometheus_client`'s labelled
+  counters used to dominate; each is gone or computed once. What remains is spread thin: uvicorn's
+  response send (which the constant endpoint pays too), the message and its envelope (Celery's
+  `as_task_v2`, base64 and JSON), pydantic validation of the body and the arguments, the token, one
+  timeout per Redis round trip, and the monitor reading each PENDING event back (`SVC_MONITOR=false`
+  removes that).
+- **Fan-out** — most frames are now sent from the bridge's dispatch (`Connection._send_now` →
+  `run_eagerly`) without waking the connection's writer; what remains is the send itself (Starlette's
+  `WebSocket.send` → uvicorn's `WebSocketsSansIOProtocol.send` → websockets' framing → the transport),
+  the writer for terminal frames, and each `/ws/tasks/{id}` socket's closing handshake after its
+  terminal event. The delay column is mostly the clients': they share the 2 cores.
 """
 
 

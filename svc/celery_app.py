@@ -1,12 +1,19 @@
-"""The Celery app: JSON only, UTC, late acks, task events on, and svc's event publisher wired in.
+"""svc's demo Celery app: JSON only, UTC, late acks, task events on, and svc's event publisher wired in.
 
-`celery -A svc.celery_app worker` and `svc worker` both start a worker for this app.
+`celery -A svc.celery_app worker` and `svc worker` both start a worker for this app. Everything it puts
+in the broker and the result backend follows ``SVC_NAMESPACE``, so two deployments on one Redis stay
+apart: its task queue is named after the namespace, its result keys carry the namespace as a prefix,
+and its worker events and remote-control broadcasts use exchanges of the namespace's own.
+With a Redis broker its workers use svc's Redis transport (``broker_transport``, and the transport
+option ``svc_namespace``) and two consumer steps, so that no message on the queue can stop a worker and
+no message a lost connection held stays hidden until the visibility timeout (svc/worker_steps.py).
 """
 
 from __future__ import annotations
 
 from celery import Celery
 
+from svc import worker_steps
 from svc.schedules import beat_schedule
 from svc.settings import get_settings
 
@@ -17,7 +24,11 @@ def create_app() -> Celery:
     """A Celery app configured from svc's settings."""
     settings = get_settings()
     celery = Celery("svc", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
+    namespace = settings.namespace
     celery.conf.update(
+        task_default_queue=namespace,
+        event_exchange=f"{namespace}.events",
+        control_exchange=f"{namespace}.control",
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -42,10 +53,16 @@ def create_app() -> Celery:
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
             "unacked_restore_throttle": 1,
         },
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "global_keyprefix": f"{namespace}:",
+        },
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(settings),
     )
+    # svc's Redis transport and consumer steps: no message stops a worker, none is forgotten after a
+    # reconnect (svc/worker_steps.py says what this sets and why).
+    worker_steps.install(celery, settings.broker, namespace)
     return celery
 
 

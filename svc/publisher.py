@@ -4,6 +4,13 @@ Handlers run where Celery fires them: RECEIVED and REVOKED in the worker's main 
 the pool child that runs the task. Each process opens its own Redis connection (never one inherited
 across fork). Terminal events are published from signals that Celery fires after the result is stored
 in the backend, so ``AsyncResult.get()`` always agrees with them.
+
+A message that can never run ends as FAILURE too, so no watcher waits for it: Celery's
+``task_rejected`` (content type not accepted, invalid task message, not a task message) and
+``task_internal_error`` (an error outside the task's body, in the pool) fire no result of their own,
+so svc stores the failure in the sender app's result backend first and announces it after; the worker's
+consumer steps (svc/worker_steps.py) call the same functions for undecodable bodies and for messages the
+transport parked. Refused messages are parked on the dead-letter list (svc/redis_transport.py).
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from celery import signals
 from celery._state import get_current_task
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -233,11 +241,75 @@ def _on_revoked(sender: Any, request: Any, terminated: bool, expired: bool, **_:
 
 @signals.task_unknown.connect
 def _on_unknown(name: str, id: str, exc: BaseException, **_: Any) -> None:
-    """A message for a task this worker does not know: store and announce a FAILURE, never a hang."""
-    from svc.celery_app import app
-
-    app.backend.mark_as_failure(id, exc)
+    """A message for a task this worker does not know: announce a FAILURE, never a hang (Celery's
+    consumer has already stored ``NotRegistered`` in the result backend before this signal)."""
     publish(id, name, "FAILURE", error={"type": "NotRegistered", "message": f"no task named {name!r}"})
+
+
+def fail_unrunnable(app: Any, task_id: str, name: str | None, exc: BaseException) -> bool:
+    """End a task whose message can never run: store FAILURE in ``app``'s result backend, then announce
+    it (only once stored, so ``AsyncResult`` agrees). Never raises; True once published."""
+    try:
+        app.backend.mark_as_failure(task_id, exc)
+    except Exception:
+        log.exception("event=failure_store_failed task_id=%s", task_id)
+        return False
+    return publish(task_id, name, "FAILURE", error=events.describe_error(exc)).seq > 0
+
+
+def reject_reason(exc: BaseException | None) -> str:
+    """The dead-letter ``reason`` of a message Celery would not run."""
+    from celery.exceptions import InvalidTaskError
+    from kombu.exceptions import ContentDisallowed, DecodeError
+
+    if exc is None:
+        return "unknown_message"
+    if isinstance(exc, ContentDisallowed):
+        return "content_disallowed"
+    if isinstance(exc, DecodeError):
+        return "decode_error"
+    if isinstance(exc, InvalidTaskError):
+        return "invalid_task"
+    return type(exc).__name__
+
+
+def fail_message(app: Any, message: Any, exc: BaseException | None) -> None:
+    """A message the consumer refused: park its raw copy on the dead-letter list (it is gone from the
+    queue) and, when its headers name a task, store and announce that task's FAILURE."""
+    from celery.exceptions import InvalidTaskError
+
+    from svc.redis_transport import Channel, task_identity
+
+    error = exc if exc is not None else InvalidTaskError("not a Celery task message")
+    reason = reject_reason(exc)
+    headers = getattr(message, "headers", None)
+    task_id, name = task_identity(headers)
+    channel = getattr(message, "channel", None)
+    raw = getattr(message, "_raw", None)
+    queue = (getattr(message, "delivery_info", None) or {}).get("routing_key") or ""
+    if isinstance(channel, Channel) and raw is not None:
+        try:
+            text = orjson.dumps(raw, default=repr)
+        except TypeError:  # orjson.JSONEncodeError: a non-string key, an integer out of range
+            text = repr(raw).encode()
+        channel.park(text, queue, reason, str(error), task_id, name)
+    else:
+        log.warning("event=message_rejected queue=%s reason=%s task_id=%s", queue, reason, task_id)
+    if task_id is not None:
+        fail_unrunnable(app, task_id, name, error)
+
+
+@signals.task_rejected.connect
+def _on_rejected(sender: Any, message: Any, exc: BaseException | None, **_: Any) -> None:
+    """Celery refused a message (content type not accepted, invalid task message, not a task message)."""
+    fail_message(sender.app, message, exc)
+
+
+@signals.task_internal_error.connect
+def _on_internal_error(sender: Any, task_id: str, exception: BaseException, **_: Any) -> None:
+    """An error outside the task's body (in the pool process): Celery may store nothing and announce
+    nothing, so svc stores and announces the FAILURE (a later store of Celery's own agrees with it)."""
+    fail_unrunnable(sender.app, task_id, sender.name, exception)
 
 
 def report_progress(current: float, total: float | None = None, message: str | None = None) -> None:
@@ -284,7 +356,14 @@ def _stop_heartbeat(**_: Any) -> None:
     _heartbeat_stop.set()
     hostname = _local["hostname"]
     if hostname:
+        # One quick try, not the publisher's minute of retries: a worker shutting down while Redis is
+        # gone must not hang on a heartbeat that expires by itself anyway.
+        client = redis.Redis.from_url(
+            get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
         try:
-            _client()[0].zrem(events.workers_key(get_settings().namespace), hostname)
+            client.zrem(events.workers_key(get_settings().namespace), hostname)
         except redis.RedisError:
             log.warning("event=worker_deregister_failed worker=%s", hostname)
+        finally:
+            client.close()

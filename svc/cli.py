@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,27 +18,15 @@ from typing import Any
 DEV_PROCESSES = ("api", "worker", "beat")
 
 
-class RedactTokens(logging.Filter):
-    """Keep task tokens out of access logs (they travel in query strings)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_redact(arg) if isinstance(arg, str) else arg for arg in record.args)
-        return True
-
-
-def _redact(text: str) -> str:
-    import re
-
-    return re.sub(r"(token=)[^&\s]+", r"\1[redacted]", text)
-
-
-def run_api(host: str, port: int, log_level: str = "info") -> None:
-    """Serve the FastAPI app with svc's WebSocket limits and a graceful shutdown (close 1001)."""
+def run_api(host: str, port: int, log_level: str = "info", loop: str = "auto") -> None:
+    """Serve the FastAPI app with svc's WebSocket limits, its slow-client guards (svc.http_guard), token
+    redaction in uvicorn's logs and a graceful shutdown (close 1001), on ``loop`` (asyncio, uvloop or
+    auto: uvloop when installed)."""
     import asyncio
 
     import uvicorn
 
+    from svc.http_guard import guarded_protocol
     from svc.settings import get_settings
 
     class GracefulServer(uvicorn.Server):
@@ -55,19 +45,24 @@ def run_api(host: str, port: int, log_level: str = "info") -> None:
 
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     config = uvicorn.Config(
         "svc.api:asgi",
         host=host,
         port=port,
         log_level=log_level,
+        loop=loop,
+        http=guarded_protocol(settings),
         ws_max_size=settings.ws_max_message,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
-    asyncio.run(GracefulServer(config).serve())
+    server = GracefulServer(config)
+    if loop == "asyncio":
+        asyncio.run(server.serve())
+    else:
+        server.run()  # with the loop factory of config.loop
 
 
 def run_worker(argv: list[str]) -> None:
@@ -85,59 +80,90 @@ def run_beat(argv: list[str]) -> None:
 
 
 def run_dev(host: str, port: int) -> int:
-    """Redis (private unless SVC_REDIS_URL is set), the API, a worker and beat; Ctrl-C stops all."""
-    from svc.embedded import start_redis
+    """Redis (private unless SVC_REDIS_URL is set), the API, a worker and beat.
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    env = dict(os.environ)
-    redis = None
-    if "SVC_REDIS_URL" not in env:
-        redis = start_redis()
-        env["SVC_REDIS_URL"] = redis.url
-        print(f"svc dev: started a private redis-server at {redis.url} (nothing saved to disk)", flush=True)
-    workdir = Path(tempfile.mkdtemp(prefix="svc-dev-"))
-    commands = {
-        "api": ["api", "--host", host, "--port", str(port)],
-        "worker": ["worker", "--loglevel", "INFO", "--concurrency", "2"],
-        "beat": ["beat", "--loglevel", "INFO", "--schedule", str(workdir / "beat-schedule")],
-    }
-    children = {
-        name: subprocess.Popen([sys.executable, "-m", "svc", *args], env=env, start_new_session=True)
-        for name, args in commands.items()
-    }
-    base = f"http://{host}:{port}"
-    print(f"svc dev: API {base}  demo {base}/demo  docs {base}/docs  (Ctrl-C stops everything)", flush=True)
+    Ctrl-C, SIGTERM and SIGHUP (its terminal closing) stop them all, Redis last, and remove the
+    temporary folders svc dev made. On Linux, a svc dev that is killed outright takes them with it: the
+    kernel signals each child (``PR_SET_PDEATHSIG``); only the folders stay behind then."""
+    from svc.embedded import RedisProcess, exit_with_parent, start_redis
+
     stopping = False
 
     def _stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    # Before anything starts: the children live in sessions of their own (so that a Ctrl-C does not
+    # stop Redis before the processes using it), so no signal of the terminal reaches them but ours.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    env = dict(os.environ)
+    redis: RedisProcess | None = None
+    workdir: Path | None = None
+    children: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
+        if "SVC_REDIS_URL" not in env:
+            redis = start_redis(die_with_parent=True)
+            env["SVC_REDIS_URL"] = redis.url
+            _say(f"svc dev: started a private redis-server at {redis.url} (nothing saved to disk)")
+        workdir = Path(tempfile.mkdtemp(prefix="svc-dev-"))
+        commands = {
+            "api": ["api", "--host", host, "--port", str(port)],
+            "worker": ["worker", "--loglevel", "INFO", "--concurrency", "2"],
+            "beat": ["beat", "--loglevel", "INFO", "--schedule", str(workdir / "beat-schedule")],
+        }
+        for name, args in commands.items():
+            if stopping:
+                break
+            # Killed outright, svc dev leaves each child to its SIGTERM, but a worker whose private
+            # Redis dies with it has nothing to hand back (queues and results go with Redis) and its
+            # warm shutdown would spend a minute retrying Redis: it gets SIGKILL, its pool follows.
+            orphaned = signal.SIGKILL if name == "worker" and redis is not None else signal.SIGTERM
+            children[name] = subprocess.Popen(
+                [sys.executable, "-m", "svc", *args],
+                env=env,
+                start_new_session=True,
+                preexec_fn=exit_with_parent(orphaned),
+            )
+        base = f"http://{host}:{port}"
+        _say(f"svc dev: API {base}  demo {base}/demo  docs {base}/docs  (Ctrl-C stops everything)")
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
-                    print(f"svc dev: {name} exited with code {child.returncode}; stopping", flush=True)
+                    _say(f"svc dev: {name} exited with code {child.returncode}; stopping")
                     code, stopping = 1, True
             time.sleep(0.2)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+        _stop_all(list(children.values()))
         if redis is not None:
-            redis.stop()
-        print("svc dev: stopped", flush=True)
+            redis.stop()  # last: the others may still talk to it while they shut down
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        _say("svc dev: stopped")
     return code
+
+
+def _stop_all(children: list[subprocess.Popen[bytes]], grace: float = 15) -> None:
+    """SIGTERM each child's process group (a worker's pool is in its group), SIGKILL what is left
+    after ``grace`` seconds, and reap them all."""
+    for child in children:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def _say(line: str) -> None:
+    """Print a status line; after a SIGHUP the terminal may be gone, and shutting down matters more."""
+    with contextlib.suppress(OSError):
+        print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--log-level", default="info")
+    api.add_argument(
+        "--loop", choices=("asyncio", "uvloop", "auto"), default="auto", help="auto: uvloop when installed"
+    )
     commands.add_parser("worker", help="a Celery worker (extra options go to celery worker)", add_help=False)
     commands.add_parser("beat", help="Celery beat with the project's schedule", add_help=False)
     dev = commands.add_parser("dev", help="Redis, API, worker and beat in one command")
@@ -155,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=8000)
     args, rest = parser.parse_known_args(argv)
     if args.command == "api":
-        run_api(args.host, args.port, args.log_level)
+        run_api(args.host, args.port, args.log_level, args.loop)
     elif args.command == "worker":
         run_worker(rest)
     elif args.command == "beat":

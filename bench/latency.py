@@ -30,6 +30,7 @@ import websockets
 from celery import Celery
 
 from bench.common import (
+    NAMESPACE,
     TERMINAL,
     RawHttp,
     api_service,
@@ -39,6 +40,7 @@ from bench.common import (
     worker_process,
     write_section,
 )
+from svc.celery_app import deployment_settings
 
 BODY = b'{"args": [2, 3]}'
 BASELINE = "Celery `send_task` + `AsyncResult.get()`"
@@ -48,9 +50,15 @@ POLL = "svc: POST + poll `GET /tasks/{id}` every 100 ms"
 
 
 def plain_celery(redis_url: str) -> Celery:
-    """A Celery client that knows nothing of svc, as another service of the user's would run it."""
+    """A Celery client that knows nothing of svc, as another service of the user's would run it (set up
+    as the README says a client of the demo app must be: its queue and result keys follow the namespace)."""
     celery = Celery("elsewhere", broker=redis_url, backend=redis_url)
-    celery.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        **deployment_settings(NAMESPACE),
+    )
     return celery
 
 

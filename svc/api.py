@@ -9,7 +9,6 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +21,8 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from svc import auth, control, dashboard, schedules, workflows, ws
+from svc import auth, control, dashboard, readiness, schedules, workflows, ws
+from svc.access_log import redact_request_logs
 from svc.errors import (
     BadRequest,
     InvalidArguments,
@@ -51,7 +51,9 @@ PROBLEM = "application/problem+json"
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the process's Redis clients and bridge for the app's lifetime."""
+    """Open the process's Redis clients and bridge for the app's lifetime (and keep task tokens out of
+    the server's logs, however the app is served)."""
+    redact_request_logs()
     runtime = await Runtime.start(get_settings())
     app.state.runtime = runtime
     try:
@@ -204,25 +206,11 @@ async def healthz() -> dict[str, str]:
 
 @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready, with the reason"}})
 async def readyz(request: Request) -> Any:
-    """Redis and the broker answer, and at least one worker is online."""
-    runtime = runtime_of(request)
+    """Redis and the broker answer, Redis will not evict svc's keys, and at least one worker is online."""
     try:
-        await runtime.redis.ping()
-        workers = await runtime.online_workers()
-        if runtime.submitter.broker_is_redis:
-            await runtime.submitter.broker_redis.ping()
-        else:
-            await anyio.to_thread.run_sync(_ping_broker, runtime)
-    except Exception as exc:  # any failure to reach a dependency means not ready
-        return problem(ServiceUnavailable(f"a dependency is unreachable: {type(exc).__name__}"))
-    if not workers:
-        return problem(ServiceUnavailable("no worker is online"))
-    return {"status": "ready", "workers": workers, "bridge_connected": runtime.bridge.connected.is_set()}
-
-
-def _ping_broker(runtime: Runtime) -> None:
-    with runtime.app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=runtime.settings.redis_timeout)
+        return await readiness.check(runtime_of(request))
+    except ServiceUnavailable as exc:
+        return problem(exc)
 
 
 @app.get("/tasks", tags=["tasks"], dependencies=KeyRequired)
@@ -427,36 +415,29 @@ async def list_schedules() -> dict[str, list[dict[str, Any]]]:
 
 
 async def websocket_from_asgi(scope: Scope, receive: Receive, send: Send) -> bool:
-    """Serve ``/ws/tasks/{task_id}`` and ``/ws`` (what the routes below declare); False for other paths."""
+    """Serve ``/ws/tasks/{task_id}`` and ``/ws`` (what the routes below declare, through the same
+    functions, so the two ways in answer alike); False for other paths."""
     path: str = scope["path"]
-    task_id = path.removeprefix("/ws/tasks/")
-    if path != "/ws" and (task_id == path or not task_id or "/" in task_id):
-        return False
-    runtime: Runtime = app.state.runtime
-    websocket = WebSocket(scope, receive, send)
-    query = websocket.query_params
-    token = query.get("token")
     if path == "/ws":
-        await ws.serve_many_tasks(runtime, websocket, token)
+        await ws.serve_many_socket(app.state.runtime, WebSocket(scope, receive, send))
         return True
-    since = query.get("since", "0")
-    if not since.isdigit():
-        await ws.refuse(websocket, "since must be a non-negative integer")
-        return True
-    await ws.serve_one_task(runtime, websocket, task_id, token, int(since))
+    task_id = path.removeprefix("/ws/tasks/")
+    if task_id == path or not task_id or "/" in task_id:
+        return False
+    await ws.serve_task_socket(app.state.runtime, WebSocket(scope, receive, send), task_id)
     return True
 
 
 @app.websocket("/ws/tasks/{task_id}")
-async def watch_task(websocket: WebSocket, task_id: str, token: str | None = None, since: int = 0) -> None:
-    """History then live events of one task; closes 1000 after its terminal event."""
-    await ws.serve_one_task(runtime_of(websocket), websocket, task_id, token, max(since, 0))
+async def watch_task(websocket: WebSocket, task_id: str) -> None:
+    """History then live events of one task (``?token=…&since=…``); closes 1000 after its terminal event."""
+    await ws.serve_task_socket(runtime_of(websocket), websocket, task_id)
 
 
 @app.websocket("/ws")
-async def watch_many(websocket: WebSocket, token: str | None = None) -> None:
-    """Many tasks on one connection, driven by subscribe/unsubscribe frames (used by the JS SDK)."""
-    await ws.serve_many_tasks(runtime_of(websocket), websocket, token)
+async def watch_many(websocket: WebSocket) -> None:
+    """Many tasks on one connection (``?token=…``), driven by subscribe/unsubscribe frames (the JS SDK)."""
+    await ws.serve_many_socket(runtime_of(websocket), websocket)
 
 
 @app.websocket("/ws/dashboard")

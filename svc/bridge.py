@@ -52,15 +52,20 @@ class StaleConnection(Exception):
     """The pub/sub connection stopped delivering (the probe did not come back)."""
 
 
+class Unconfirmed(Exception):
+    """Redis did not confirm a SUBSCRIBE in time."""
+
+
 class Subscription:
     """One subscriber's view of one task: what it has been sent, and what is waiting to be sorted."""
 
-    __slots__ = ("buffer", "channel", "done", "epoch_lost", "last_seq", "sink", "task_id")
+    __slots__ = ("buffer", "channel", "done", "epoch_lost", "last_seq", "last_state", "sink", "task_id")
 
     def __init__(self, task_id: str, channel: str, since: int, sink: Sink) -> None:
         self.task_id = task_id
         self.channel = channel
         self.last_seq = since
+        self.last_state = "PENDING"  # of the stream's own events sent here (what a `lost` snapshot says)
         self.sink = sink
         self.buffer: list[tuple[int, str, str]] | None = []
         self.done = False
@@ -77,6 +82,8 @@ class Subscription:
             if '"recovered":false' not in text:
                 text = events.with_recovered_false(text.encode()).decode()
         self.last_seq = seq
+        if state != STEP:
+            self.last_state = state
         self.sink.push(self.task_id, seq, state, text)
         if state in events.TERMINAL_STATES:
             self.done = True
@@ -185,7 +192,11 @@ class Bridge:
             await self._send("subscribe", channel)
         else:
             subscribers.add(subscription)
-        await self._resync(subscription)
+        try:
+            await self._resync(subscription)
+        except BaseException:
+            await self.close(subscription)  # never leave a subscription behind that nobody holds
+            raise
         return subscription
 
     async def close(self, subscription: Subscription) -> None:
@@ -200,13 +211,16 @@ class Bridge:
             del self._confirmed[subscription.channel]
             await self._send("unsubscribe", subscription.channel)
 
-    async def _send(self, command: str, *channels: str) -> None:
+    async def _send(self, command: str, *channels: str, again: bool = False) -> None:
+        """SUBSCRIBE or UNSUBSCRIBE on the current connection, once it is connected (until then the
+        listener's connect takes care of every channel). ``again``: a SUBSCRIBE whose answer never came
+        is repeated, and this one answer is what the channel now waits for."""
         pubsub = self._pubsub
         if pubsub is None or not self.connected.is_set():
             return  # the listener subscribes every wanted channel when it (re)connects
         if command == "subscribe":
             for channel in channels:
-                self._unconfirmed[channel] = self._unconfirmed.get(channel, 0) + 1
+                self._unconfirmed[channel] = 1 if again else self._unconfirmed.get(channel, 0) + 1
         try:
             await getattr(pubsub, command)(*channels)
         except (RedisError, OSError) as exc:
@@ -224,6 +238,12 @@ class Bridge:
             try:
                 await self._await_confirmation(subscription.channel)
                 await self._catch_up(subscription)
+            except Unconfirmed as exc:
+                # Redis never answered that SUBSCRIBE (it may never have reached it): ask again,
+                # expecting one answer, rather than wait for ever on one that will not come.
+                log.warning("event=subscribe_retry task_id=%s error=%r", subscription.task_id, exc)
+                await self._send("subscribe", subscription.channel, again=True)
+                continue
             except (RedisError, OSError, TimeoutError) as exc:
                 log.info("event=resync_retry task_id=%s error=%r", subscription.task_id, exc)
                 await asyncio.sleep(0.2)
@@ -239,38 +259,64 @@ class Bridge:
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no SUBSCRIBE confirmation for {channel}")
+                raise Unconfirmed(f"no SUBSCRIBE confirmation for {channel} within {CONFIRM_TIMEOUT:.0f}s")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(confirmed.wait(), timeout=min(remaining, 0.5))
 
     async def _catch_up(self, subscription: Subscription) -> None:
-        since = subscription.last_seq
-        recorded = await self.history.after(subscription.task_id, since)
-        if since > 0 and not recorded:
-            latest = await self.history.latest(subscription.task_id)
-            if latest is None:
-                # Nothing recorded at all although the client saw events: the history expired or was
-                # lost. Accept the stored snapshot (seq 0), or failing that the next event whatever its seq.
-                stored = await self.history.stored_result(subscription.task_id)
+        """Deliver what the history holds after the subscriber's last seq, telling it of any gap.
+
+        Four cases: the history continues where the subscriber is (deliver it); it was trimmed past
+        ``since`` or started again at 1 (a Redis that lost its data) — deliver its newest event marked
+        ``recovered: false``; it is gone altogether — the result backend's snapshot (seq 0) if Celery
+        still has the task, else a ``lost`` snapshot of what this process knew, so that no subscriber
+        waits in silence; nothing was ever seen and nothing is recorded — wait for the first event.
+        """
+        task_id, since = subscription.task_id, subscription.last_seq
+        recorded = self._decoded(await self.history.after(task_id, since), task_id)
+        if recorded:
+            if since > 0 and recorded[0][0] > since + 1:
+                # Trimmed past what the client saw: only the newest event can be vouched for.
                 subscription.epoch_lost = True
-                self._flush(subscription, [stored] if stored else [])
-                return
-            if _decode(latest, subscription.task_id)[0] < since:
+                recorded = [_recovered_false(recorded[-1])]
+            self._flush(subscription, recorded)
+            return
+        latest = None
+        if since > 0:
+            newest = self._decoded([raw] if (raw := await self.history.latest(task_id)) else [], task_id)
+            latest = newest[0] if newest else None
+        if latest is not None:
+            if latest[0] < since:
                 # The counter went backwards: Redis lost the task's keys and it started again at 1.
                 subscription.epoch_lost = True
-                self._flush(subscription, [events.with_recovered_false(latest)])
-                return
-        if recorded:
-            first_seq = _decode(recorded[0], subscription.task_id)[0]
-            if since > 0 and first_seq > since + 1:
-                recorded = [events.with_recovered_false(recorded[-1])]
-                subscription.epoch_lost = True
-        self._flush(subscription, recorded)
+                self._flush(subscription, [_recovered_false(latest)])
+            else:
+                self._flush(subscription, [])
+            return
+        stored = await self.history.stored_result(task_id)
+        if stored is None and since == 0:
+            self._flush(subscription, [])  # an id nobody has published for yet: its events will come
+            return
+        # The history expired or was lost although the task existed: accept the stored snapshot (seq 0),
+        # or say that nothing is known any more, and then the next event whatever its seq.
+        subscription.epoch_lost = True
+        snapshot = stored or events.lost_snapshot(task_id, subscription.last_state)
+        self._flush(subscription, [(0, _state_of(snapshot, task_id), snapshot.decode())])
 
-    def _flush(self, subscription: Subscription, recorded: list[bytes]) -> None:
+    def _decoded(self, recorded: list[bytes], stream_id: str) -> list[tuple[int, str, str]]:
+        """Seq, state and text of each recorded event, oldest first; an entry that is not a well-formed
+        event (corrupted by hand or by another writer) is skipped with a log line, never delivered."""
+        decoded = []
+        for raw in recorded:
+            try:
+                decoded.append(_decode(raw, stream_id))
+            except (ValueError, KeyError, TypeError):
+                log.error("event=malformed_history_entry task_id=%s", stream_id)
+        return decoded
+
+    def _flush(self, subscription: Subscription, recorded: list[tuple[int, str, str]]) -> None:
         """Deliver history then the buffered live events, in seq order, with no duplicate."""
-        pending = [_decode(raw, subscription.task_id) for raw in recorded]
-        pending.extend(subscription.buffer or [])
+        pending = [*recorded, *(subscription.buffer or [])]
         subscription.buffer = None
         for seq, state, text in sorted(pending, key=lambda item: item[0]):
             subscription.deliver(seq, state, text)
@@ -301,6 +347,21 @@ class Bridge:
             confirmed.clear()
         self._unconfirmed = dict.fromkeys(self._subscribers, 1)
         await pubsub.subscribe(self._probe_channel, *self._subscribers)
+        # Channels first watched, or given up, while that SUBSCRIBE was on its way are not in it (_send
+        # leaves them to this connect): bring the connection in line before it counts as connected.
+        subscribed = set(self._unconfirmed)
+        while True:
+            late = [channel for channel in self._subscribers if channel not in subscribed]
+            gone = [channel for channel in subscribed if channel not in self._subscribers]
+            if not late and not gone:
+                break
+            if late:
+                subscribed.update(late)
+                self._unconfirmed.update(dict.fromkeys(late, 1))
+                await pubsub.subscribe(*late)
+            if gone:
+                subscribed.difference_update(gone)
+                await pubsub.unsubscribe(*gone)
         self.connected.set()
         if self.reconnects or self._subscribers:
             log.warning(
@@ -390,6 +451,15 @@ class Bridge:
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _recovered_false(event: tuple[int, str, str]) -> tuple[int, str, str]:
+    seq, state, text = event
+    return seq, state, events.with_recovered_false(text.encode()).decode()
+
+
+def _state_of(raw: bytes, stream_id: str) -> str:
+    return _decode(raw, stream_id)[1]
 
 
 def _decode(raw: bytes, stream_id: str) -> tuple[int, str, str]:

@@ -11,6 +11,8 @@ no message a lost connection held stays hidden until the visibility timeout (svc
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from svc import worker_steps
@@ -20,15 +22,27 @@ from svc.settings import get_settings
 TASK_MODULES = ["svc.tasks.seed", "svc.tasks.diagnostic"]
 
 
+def deployment_settings(namespace: str) -> dict[str, Any]:
+    """The Celery settings that keep one deployment of the demo app apart from another on the same
+    Redis: its queue, its result keys, its worker-event and remote-control exchanges. A plain Celery
+    client (or Flower) of the demo app needs the same ones to reach it."""
+    return {
+        "task_default_queue": namespace,
+        "result_backend_transport_options": {"global_keyprefix": f"{namespace}:"},
+        "event_exchange": f"{namespace}.events",
+        "control_exchange": f"{namespace}.control",
+    }
+
+
 def create_app() -> Celery:
     """A Celery app configured from svc's settings."""
     settings = get_settings()
     celery = Celery("svc", broker=settings.broker, backend=settings.backend, include=TASK_MODULES)
     namespace = settings.namespace
+    apart = deployment_settings(namespace)
+    result_keys = apart.pop("result_backend_transport_options")
     celery.conf.update(
-        task_default_queue=namespace,
-        event_exchange=f"{namespace}.events",
-        control_exchange=f"{namespace}.control",
+        **apart,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -55,7 +69,7 @@ def create_app() -> Celery:
         },
         result_backend_transport_options={
             "visibility_timeout": settings.visibility_timeout,
-            "global_keyprefix": f"{namespace}:",
+            **result_keys,
         },
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(settings),

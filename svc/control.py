@@ -22,8 +22,9 @@ async def cancel(runtime: Runtime, task_id: str, terminate: bool) -> dict[str, A
 
     1. flag it in Redis: a worker that receives it later (even one that missed the broadcast) drops it;
     2. broadcast Celery's revoke to the workers online;
-    3. if no worker has picked it up yet (its state is still PENDING), store REVOKED in the result
-       backend and announce it at once, so watchers are not left waiting for a worker.
+    3. if it has not started (its state is PENDING, or RECEIVED/RETRY: held by a worker until its
+       countdown, eta or next attempt, which the broadcast makes the worker drop), store REVOKED in the
+       result backend and announce it at once, so watchers are not left waiting for a worker or a clock.
     """
     settings = runtime.settings
     if await runtime.history.latest(task_id) is None and await runtime.history.stored_result(task_id) is None:
@@ -39,7 +40,7 @@ async def cancel(runtime: Runtime, task_id: str, terminate: bool) -> dict[str, A
             lambda: runtime.app.control.revoke(targets, terminate=terminate, signal="SIGTERM")
         )
         for target in targets:
-            await _end_if_unclaimed(runtime, target)
+            await _end_if_not_started(runtime, target)
     except (OSError, ConnectionError) as exc:
         raise ServiceUnavailable(f"could not reach the broker: {type(exc).__name__}") from exc
     if kind:
@@ -50,16 +51,19 @@ async def cancel(runtime: Runtime, task_id: str, terminate: bool) -> dict[str, A
     return {"task_id": task_id, "revoked": True, "terminate": terminate, "task_ids": targets}
 
 
-async def _end_if_unclaimed(runtime: Runtime, task_id: str) -> None:
+NOT_STARTED = ("PENDING", "RECEIVED", "RETRY")
+
+
+async def _end_if_not_started(runtime: Runtime, task_id: str) -> None:
     settings = runtime.settings
     state = await runtime.redis.hget(events.task_key(settings.namespace, task_id), "state")
-    if state != b"PENDING":
+    if not isinstance(state, bytes) or state.decode() not in NOT_STARTED:
         return
     await anyio.to_thread.run_sync(lambda: runtime.app.backend.mark_as_revoked(task_id, "revoked"))
     latest = await runtime.history.latest(task_id)
     name = events.parse(latest).get("name") if latest else None
     body = events.encode_body(task_id, name, "REVOKED", error=events.revoked_error("revoked"))
-    command = events.publish_command(settings, task_id, "REVOKED", body, only_if="PENDING")
+    command = events.publish_command(settings, task_id, "REVOKED", body, only_if=",".join(NOT_STARTED))
     await runtime.submitter.events_batcher.execute(command)
 
 

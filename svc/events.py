@@ -17,11 +17,14 @@ The script numbers, stores, trims, expires and publishes in one step, so history
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from pydantic import BaseModel
+
+from svc import jsonvalues
 
 if TYPE_CHECKING:
     from svc.settings import Settings
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 State = Literal["PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS", "FAILURE", "REVOKED"]
 TERMINAL_STATES: frozenset[str] = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 RECENT_MAX = 10_000  # task ids kept in ``{ns}:recent``
+DEAD_LETTER_MAX = 10_000  # messages kept in ``{ns}:deadletter``
 
 
 class TaskError(BaseModel):
@@ -60,6 +64,7 @@ class Event(BaseModel):
     retries: int = 0
     worker: str | None = None
     recovered: bool | None = None
+    lost: bool | None = None
 
 
 def task_key(namespace: str, task_id: str) -> str:
@@ -97,45 +102,105 @@ def idempotency_key(namespace: str, key: str) -> str:
     return f"{namespace}:idempotency:{key}"
 
 
+def dead_letter_key(namespace: str) -> str:
+    """List of broker messages a worker could not decode or run (newest first, capped at DEAD_LETTER_MAX)."""
+    return f"{namespace}:deadletter"
+
+
+def unclaimed_key(namespace: str) -> str:
+    """Sorted set of the ids of tasks svc enqueued that no worker has received yet, scored by when."""
+    return f"{namespace}:unclaimed"
+
+
 def channel_task_id(namespace: str, channel: str) -> str | None:
     """The task id of a task channel name, or None for any other channel."""
     prefix = f"{namespace}:task:"
     return channel[len(prefix) :] if channel.startswith(prefix) else None
 
 
-# KEYS[1] task hash, KEYS[2] history, KEYS[3] recent ids; ARGV[1] channel, ARGV[2] event JSON without seq,
-# ARGV[3] history cap, ARGV[4] TTL seconds, ARGV[5] the state if this event is terminal, else "",
-# ARGV[6] the state name to record, ARGV[7] publish only if the current state is this ("" = always),
-# ARGV[8] the stream id, ARGV[9] how many ids ``recent`` keeps.
-# Returns {seq, revoked, workflow id, step}; seq is 0 when nothing was published: the task already
-# ended (a duplicate run after a lost ack must never produce a second terminal event, nor events
-# after the first one), or its state was not ARGV[7].
-PUBLISH_SCRIPT = """
-local info = redis.call('HMGET', KEYS[1], 'revoked', 'workflow', 'step', 'state')
-if redis.call('HEXISTS', KEYS[1], 'terminal') == 1 or (ARGV[7] ~= '' and info[4] ~= ARGV[7]) then
-  return {0, info[1], info[2], info[3]}
+# The body of both scripts below: number, store, trim, expire and announce one event of a stream.
+# Returns {seq, revoked, workflow id, step}; seq is 0 when nothing was published: the stream already
+# ended (a duplicate run after a lost ack must never produce a second terminal event, nor events after
+# the first one), or its state was none of ``only_if`` (comma-separated; "" = any).
+# A task's first event that is not PENDING also ends its wait in ``unclaimed`` (see submit below).
+PUBLISH_FUNCTION = """
+local function publish(task, history, recent, unclaimed, channel, body, cap, ttl, terminal, state, only_if,
+                       stream_id, keep)
+  local info = redis.call('HMGET', task, 'revoked', 'workflow', 'step', 'state')
+  if redis.call('HEXISTS', task, 'terminal') == 1 then return {0, info[1], info[2], info[3]} end
+  if only_if ~= '' and not string.find(',' .. only_if .. ',', ',' .. tostring(info[4]) .. ',', 1, true) then
+    return {0, info[1], info[2], info[3]}
+  end
+  local seq = redis.call('HINCRBY', task, 'seq', 1)
+  if seq == 1 then
+    -- a new counter beside a surviving history (its hash was deleted or evicted): continue after it,
+    -- so that no seq is ever given twice
+    local newest = redis.call('ZRANGE', history, -1, -1, 'WITHSCORES')
+    if newest[2] then
+      seq = tonumber(newest[2]) + 1
+      redis.call('HSET', task, 'seq', seq)
+    end
+  end
+  redis.call('HSET', task, 'state', state)
+  if info[4] == 'PENDING' and state ~= 'PENDING' then
+    redis.call('HDEL', task, 'message', 'queue', 'tag')
+    redis.call('ZREM', unclaimed, stream_id)
+  end
+  local event = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
+  redis.call('ZADD', history, seq, event)
+  local size = redis.call('ZCARD', history)
+  if size > tonumber(cap) then redis.call('ZREMRANGEBYRANK', history, 0, size - tonumber(cap) - 1) end
+  if terminal ~= '' then redis.call('HSET', task, 'terminal', terminal) end
+  redis.call('EXPIRE', task, ttl)
+  redis.call('EXPIRE', history, ttl)
+  local now = redis.call('TIME')
+  redis.call('ZADD', recent, tonumber(now[1]) + tonumber(now[2]) / 1000000, stream_id)
+  if redis.call('ZCARD', recent) > tonumber(keep) + 256 then
+    redis.call('ZREMRANGEBYRANK', recent, 0, -tonumber(keep) - 1)
+  end
+  redis.call('PUBLISH', channel, event)
+  return {seq, info[1], info[2], info[3]}
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSET', KEYS[1], 'state', ARGV[6])
-local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
-redis.call('ZADD', KEYS[2], seq, event)
-local cap = tonumber(ARGV[3])
-local size = redis.call('ZCARD', KEYS[2])
-if size > cap then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, size - cap - 1) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'terminal', ARGV[5]) end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-local now = redis.call('TIME')
-redis.call('ZADD', KEYS[3], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[8])
-local keep = tonumber(ARGV[9])
-if redis.call('ZCARD', KEYS[3]) > keep + 256 then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -keep - 1) end
-redis.call('PUBLISH', ARGV[1], event)
-return {seq, info[1], info[2], info[3]}
 """
 
+# KEYS: task hash, history, recent ids, unclaimed ids. ARGV: channel, event JSON without seq, history cap,
+# TTL seconds, the state if this event is terminal else "", the state to record, only_if, stream id,
+# how many ids ``recent`` keeps.
+PUBLISH_SCRIPT = (
+    PUBLISH_FUNCTION
+    + """
+return publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+               ARGV[7], ARGV[8], ARGV[9])
+"""
+)
 
-def _default(value: object) -> str:
-    return repr(value)
+# A submit as one atomic step (a Redis broker that is also the events Redis): claim the Idempotency-Key,
+# record PENDING, keep a copy of the message until a worker says it has it (svc.redelivery), and push it.
+# KEYS: task hash, history, recent ids, unclaimed ids, the broker queue's list, the idempotency key ("" when
+# the submit has none). ARGV: the publish function's nine, then the message, its delivery tag, the key's
+# value and TTL, and "1" to keep the copy ("" not to). Returns false once enqueued, or the value already
+# under the idempotency key (and then does nothing).
+SUBMIT_SCRIPT = (
+    PUBLISH_FUNCTION
+    + """
+if KEYS[6] ~= '' then
+  local existing = redis.call('GET', KEYS[6])
+  if existing then return existing end
+  redis.call('SET', KEYS[6], ARGV[12], 'EX', ARGV[13])
+end
+publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
+        ARGV[8], ARGV[9])
+if ARGV[14] == '1' then
+  redis.call('HSET', KEYS[1], 'message', ARGV[10], 'queue', KEYS[5], 'tag', ARGV[11])
+  local now = redis.call('TIME')
+  redis.call('ZADD', KEYS[4], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[8])
+end
+redis.call('LPUSH', KEYS[5], ARGV[10])
+return false
+"""
+)
+
+SUBMIT_SHA = hashlib.sha1(SUBMIT_SCRIPT.encode()).hexdigest()
 
 
 def encode_body(
@@ -151,7 +216,11 @@ def encode_body(
     ts: float | None = None,
     **extra: Any,
 ) -> bytes:
-    """Serialise an event without its ``seq`` (the publish script splices the number in first)."""
+    """Serialise an event without its ``seq`` (the publish script splices the number in first).
+
+    Never fails on a value: what JSON cannot carry exactly is replaced as svc.jsonvalues says (a
+    ``result`` of 2**64 becomes ``"result": null, "result_repr": "18446744073709551616"``).
+    """
     if isinstance(error, BaseException):
         error = describe_error(error)
     body = {
@@ -166,7 +235,16 @@ def encode_body(
         "worker": worker,
         **extra,
     }
-    return orjson.dumps(body, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        encoded = jsonvalues.dumps(body)
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate
+        return jsonvalues.dumps(jsonvalues.carried(body))
+    if result is None and progress is None and not extra:
+        return encoded  # nothing of the task's own (PENDING, RECEIVED, …): nothing to look into
+    values = (result, progress, *extra.values())
+    if any(value is not None and jsonvalues.has_non_finite(value) for value in values):
+        return jsonvalues.dumps(jsonvalues.carried(body))
+    return encoded
 
 
 def describe_error(exc: BaseException) -> dict[str, str]:
@@ -187,7 +265,12 @@ def publish_args(
 ) -> tuple[list[str], list[str | bytes | int]]:
     """KEYS and ARGV for PUBLISH_SCRIPT (``terminal`` defaults to whether ``state`` is terminal)."""
     ends = state in TERMINAL_STATES if terminal is None else terminal
-    keys = [task_key(namespace, task_id), history_key(namespace, task_id), recent_key(namespace)]
+    keys = [
+        task_key(namespace, task_id),
+        history_key(namespace, task_id),
+        recent_key(namespace),
+        unclaimed_key(namespace),
+    ]
     args: list[str | bytes | int] = [
         task_channel(namespace, task_id),
         body,
@@ -219,6 +302,40 @@ def publish_command(
     return ("EVAL", PUBLISH_SCRIPT, len(keys), *keys, *args)
 
 
+def submit_command(
+    settings: Settings,
+    task_id: str,
+    body: bytes,
+    queue_key: str,
+    message: bytes,
+    delivery_tag: str,
+    claim_key: str,
+    claim_value: str,
+    *,
+    by_hash: bool = True,
+) -> tuple[Any, ...]:
+    """The call of SUBMIT_SCRIPT: PENDING ``body``, the broker ``message`` pushed on ``queue_key`` (and kept
+    for redelivery unless SVC_REDELIVER_AFTER is 0), and, unless ``claim_key`` is "", the Idempotency-Key
+    claimed with ``claim_value``. ``by_hash``: EVALSHA, which spares Redis reading and hashing the
+    script's text on every submit; a Redis that answers NOSCRIPT (restarted, or flushed) gets the EVAL."""
+    keys, args = publish_args(
+        settings.namespace, task_id, "PENDING", body, settings.history_max, settings.history_ttl
+    )
+    return (
+        *(("EVALSHA", SUBMIT_SHA) if by_hash else ("EVAL", SUBMIT_SCRIPT)),
+        len(keys) + 2,
+        *keys,
+        queue_key,
+        claim_key,
+        *args,
+        message,
+        delivery_tag,
+        claim_value,
+        settings.idempotency_ttl,
+        "1" if settings.redeliver_after else "",
+    )
+
+
 def revoked_error(reason: str) -> dict[str, str]:
     """The ``error`` of a REVOKED event: why it was revoked (revoked, terminated or expired)."""
     return {"type": "TaskRevokedError", "message": reason}
@@ -230,6 +347,28 @@ def parse(raw: bytes | str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("an event is a JSON object")
     return value
+
+
+def lost_snapshot(task_id: str, state: str) -> bytes:
+    """What a subscriber is told when neither the history nor the result backend knows the task any more
+    (both expired, or lost with a Redis that kept no data): the last state this server sent it (PENDING,
+    Celery's word for unknown, if none), ``seq`` 0, ``"recovered": false`` and ``"lost": true``. The task
+    may still be running (its next events follow) or be gone with the broker's queue: svc cannot tell."""
+    body = {
+        "task_id": task_id,
+        "name": None,
+        "seq": 0,
+        "state": state,
+        "ts": round(time.time(), 6),
+        "result": None,
+        "error": None,
+        "progress": None,
+        "retries": 0,
+        "worker": None,
+        "recovered": False,
+        "lost": True,
+    }
+    return orjson.dumps(body)
 
 
 def with_recovered_false(raw: bytes) -> bytes:

@@ -11,8 +11,6 @@ from celery import Celery
 
 from svc import events
 
-RESULT_KEY_PREFIX = "celery-task-meta-"
-
 
 class History:
     """Async reads of task histories (events Redis) and stored results (Celery's result backend)."""
@@ -50,7 +48,7 @@ class History:
     async def backend_meta(self, task_id: str) -> dict[str, Any] | None:
         """Celery's result-backend record of the task (with ``result_extended``: name, args, kwargs)."""
         if self.backend_redis is not None:
-            raw = await self.backend_redis.get(RESULT_KEY_PREFIX + task_id)
+            raw = await self.backend_redis.get(self.app.backend.get_key_for_task(task_id))
             return orjson.loads(raw) if raw else None
         meta = await anyio.to_thread.run_sync(self.app.backend.get_task_meta, task_id)
         return dict(meta) if meta else None

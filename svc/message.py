@@ -152,8 +152,11 @@ def new_id() -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def redis_envelope(prepared: Prepared, delivery_mode: int, transport: dict[str, Any]) -> tuple[str, bytes]:
-    """The queue key and JSON that kombu's Redis transport would ``LPUSH`` for this message."""
+def redis_envelope(
+    prepared: Prepared, delivery_mode: int, transport: dict[str, Any], delivery_tag: str | None = None
+) -> tuple[str, bytes]:
+    """The queue key and JSON that kombu's Redis transport would ``LPUSH`` for this message (with a
+    fresh delivery tag unless one is given)."""
     priority = int(prepared.route.get("priority") or 0)
     properties: dict[str, Any] = {
         **prepared.properties,
@@ -161,7 +164,7 @@ def redis_envelope(prepared: Prepared, delivery_mode: int, transport: dict[str, 
         "delivery_info": {"exchange": "", "routing_key": prepared.queue_name},
         "priority": priority,
         "body_encoding": "base64",
-        "delivery_tag": new_id(),
+        "delivery_tag": delivery_tag or new_id(),
     }
     if "expiration" in prepared.route:
         properties["expiration"] = str(int(prepared.route["expiration"] * 1000))
@@ -175,4 +178,4 @@ def redis_envelope(prepared: Prepared, delivery_mode: int, transport: dict[str, 
     steps = transport.get("priority_steps", PRIORITY_STEPS)
     step = max((s for s in steps if s <= priority), default=0)
     key = f"{prepared.queue_name}{transport.get('sep', PRIORITY_SEP)}{step}" if step else prepared.queue_name
-    return key, orjson.dumps(message)
+    return transport.get("global_keyprefix", "") + key, orjson.dumps(message)

@@ -123,6 +123,21 @@ class _LiveState(Collector):
             "task events this process's bridge received for its subscribers",
             value=runtime.bridge.events_routed,
         )
+        yield CounterMetricFamily(
+            "svc_tasks_redelivered",
+            "task messages this process pushed back after they were lost between the broker and a worker",
+            value=runtime.redelivery.resent if runtime.redelivery is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "svc_monitor_reconnects",
+            "times the monitor's pattern subscription to the namespace's task channels was reopened",
+            value=runtime.monitor.reconnects,
+        )
+        yield CounterMetricFamily(
+            "svc_events_malformed",
+            "messages on task channels that were not events (ignored by the monitor)",
+            value=runtime.monitor.malformed,
+        )
         workers = GaugeMetricFamily(
             "svc_worker_online", "1 when a worker's heartbeats are current, else 0", labels=["worker"]
         )

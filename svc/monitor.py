@@ -20,6 +20,7 @@ from typing import Any, cast
 import orjson
 import redis.asyncio as aioredis
 from celery import Celery
+from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -31,11 +32,20 @@ from svc.workers import WorkerBoard
 
 log = logging.getLogger("svc.monitor")
 
+
+class StaleConnection(Exception):
+    """The pattern subscription stopped answering (no reply to a PING)."""
+
+
 RATE_MINUTES = 15  # per-minute counts kept per task name
 RUNTIME_WINDOW = 1000  # runtimes kept per task name for p50/p95
 SUMMARY_MAX = 160
 QUEUE_POLL_SECONDS = 2.0
 LOAD_CHUNK = 500
+IDLE_PING = 10.0  # seconds of silence on the pattern subscription before it is asked to PONG
+STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
+MALFORMED_LOG_EVERY = 60.0  # seconds between two log lines about malformed events
+NUMERIC_FIELDS = ("ts", "seq", "retries", "runtime")
 # kombu's Redis transport keeps one list per priority step beside the plain one.
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 
@@ -165,7 +175,9 @@ class Monitor:
         self.workers = WorkerBoard(app, self._workers_changed)
         self._tasks: list[asyncio.Task[None]] = []
         self._pattern = events.task_channel(settings.namespace, "*")
-        self._prefix = events.task_channel(settings.namespace, "")
+        self.reconnects = 0  # of the pattern subscription, after the first connection
+        self.malformed = 0  # task-channel messages that were not events
+        self._malformed_logged = -MALFORMED_LOG_EVERY
 
     async def start(self) -> None:
         """Load the newest tasks, then follow live events, workers and queue depths in the background."""
@@ -187,16 +199,28 @@ class Monitor:
     # events -------------------------------------------------------------------------------------
 
     def ingest(self, raw: bytes, live: bool = True) -> None:
-        """Fold one published event into the rows (and, for a live one, into rates and metrics)."""
+        """Fold one published event into the rows (and, for a live one, into rates and metrics). Anything
+        on a task channel may be malformed (any client can PUBLISH): such an event is counted in
+        ``malformed`` and logged at most once a minute, and never stops the monitor."""
         try:
-            event = events.parse(raw)
-        except ValueError:
-            return
+            self._fold(events.parse(raw), live)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            self.malformed += 1
+            now = time.monotonic()
+            if now - self._malformed_logged >= MALFORMED_LOG_EVERY:
+                self._malformed_logged = now
+                log.warning("event=malformed_event count=%d sample=%r", self.malformed, raw[:200])
+
+    def _fold(self, event: dict[str, Any], live: bool) -> None:
         if "step_seq" in event:
             return  # a step's copy in its workflow's stream: the step's own event is counted
         task_id = event.get("task_id")
-        if not isinstance(task_id, str):
-            return
+        if not isinstance(task_id, str) or not isinstance(event.get("state"), str):
+            raise ValueError("an event names its task and state")
+        for field in NUMERIC_FIELDS:
+            value = event.get(field)
+            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise ValueError(f"an event's {field} is a number")
         row = self.rows.get(task_id)
         if row is None:
             row = self.rows[task_id] = TaskRow(task_id)
@@ -234,6 +258,9 @@ class Monitor:
         self.workers_dirty = True
 
     async def _follow(self) -> None:
+        """Follow every task event of the namespace for the life of the process: reconnect with backoff
+        after a lost connection, and keep going after anything unforeseen (logged), so the dashboard
+        and /metrics never go quiet for good."""
         delays = backoff()
         while True:
             connected_at = time.monotonic()
@@ -241,25 +268,43 @@ class Monitor:
             try:
                 await pubsub.psubscribe(self._pattern)
                 await self._load_recent()
-                # Every event of the namespace passes here: read the raw replies off the connection
-                # (["pmessage", pattern, channel, data]) rather than through PubSub.listen(), whose
-                # per-message bookkeeping cost more than the submit that published the event.
-                connection = pubsub.connection
-                if connection is None:
-                    raise RedisConnectionError("the pattern subscription has no connection")
-                while True:
-                    reply = await connection.read_response(push_request=True)
-                    if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
-                        self.ingest(reply[3])
-            except (RedisError, OSError) as exc:
-                if time.monotonic() - connected_at > 5:
-                    delays = backoff()
-                delay = next(delays)
-                log.warning("event=monitor_disconnected error=%r retry_in=%.2f", exc, delay)
-                await asyncio.sleep(delay)
+                await self._read(pubsub)
+            except (RedisError, OSError, StaleConnection) as exc:
+                failure = f"event=monitor_disconnected error={exc!r}"
+            except Exception:
+                log.exception("event=monitor_failed")
+                failure = "event=monitor_restarting"
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+            if time.monotonic() - connected_at > STABLE_AFTER:
+                delays = backoff()
+            delay = next(delays)
+            self.reconnects += 1
+            log.warning("%s retry_in=%.2f", failure, delay)
+            await asyncio.sleep(delay)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Fold every ``pmessage`` into the view. Every event of the namespace passes here, so the raw
+        replies are read off the connection (``["pmessage", pattern, channel, data]``) rather than through
+        ``PubSub.listen()``, whose per-message bookkeeping cost more than the submit that published the
+        event. A connection quiet for IDLE_PING seconds is sent a PING; one that still says nothing
+        after another IDLE_PING is given up (a half-open socket never raises on its own)."""
+        connection = pubsub.connection
+        if connection is None:
+            raise RedisConnectionError("the pattern subscription has no connection")
+        pinged = False
+        while True:
+            reply = await connection.read_response(timeout=IDLE_PING, push_request=True)
+            if reply is None:  # quiet for IDLE_PING seconds: no error, the read can be retried
+                if pinged:
+                    raise StaleConnection(f"no answer to a PING within {IDLE_PING:.0f}s")
+                await connection.send_command("PING")
+                pinged = True
+                continue
+            pinged = False
+            if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
+                self.ingest(reply[3])
 
     async def _load_recent(self) -> None:
         """The newest tasks' first events (submit, args, start) and latest event, oldest task first."""

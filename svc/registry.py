@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError, create_model
 
+from svc import jsonvalues
 from svc.errors import InvalidArguments
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,8 +29,12 @@ class ExposedTask:
 
         With ``first_supplied`` the first parameter is left out: Celery passes it at run time (the
         previous result in a chain, the group's results to a chord callback).
-        Raises InvalidArguments (422) with pydantic's error list when they do not fit.
+        Raises InvalidArguments (422) with pydantic's error list when they do not fit, and when they hold
+        a value JSON would not carry exactly to the worker (svc.jsonvalues).
         """
+        inexact = jsonvalues.inexact_reason([args, kwargs])
+        if inexact is not None:
+            raise InvalidArguments(f"the arguments hold {inexact}, which JSON cannot carry exactly")
         schema = self._without_first() if first_supplied else self.schema
         fields = list(schema.model_fields)
         if len(args) > len(fields):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -10,9 +12,10 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from celery import Celery
 from celery._state import _set_task_join_will_block
+from redis.exceptions import RedisError
 
 import svc.tasks  # noqa: F401  (registers the exposed tasks with the app)
-from svc import events
+from svc import events, readiness
 from svc.bridge import Bridge
 from svc.celery_app import app as celery_app
 from svc.feed import DashboardFeed
@@ -20,10 +23,20 @@ from svc.history import History
 from svc.metrics import Metrics
 from svc.monitor import Monitor
 from svc.ratelimit import RateLimiter
+from svc.redelivery import Redelivery
 from svc.settings import Settings
 from svc.submit import Submitter
 
+log = logging.getLogger("svc.runtime")
 WORKER_ONLINE_SECONDS = 10.0
+
+
+async def _warn_if_evicting(redis: aioredis.Redis) -> None:
+    """Say at startup what /readyz will say, when Redis may evict svc's keys (not when it is down)."""
+    with contextlib.suppress(RedisError, OSError):
+        problem = await readiness.eviction_problem(redis)
+        if problem is not None:
+            log.error("event=redis_evicts_keys detail=%r", problem)
 
 
 @dataclass
@@ -41,6 +54,7 @@ class Runtime:
     metrics: Metrics
     monitor: Monitor
     dashboard: DashboardFeed
+    redelivery: Redelivery | None
     connections: set[Any] = field(default_factory=set)
     connections_by_client: Counter[str] = field(default_factory=Counter)
 
@@ -62,6 +76,7 @@ class Runtime:
             client_name="svc-api",
         )
         redis = aioredis.Redis(connection_pool=pool)
+        await _warn_if_evicting(redis)
         backend_redis: aioredis.Redis | None = None
         if settings.backend.startswith(("redis://", "rediss://", "unix://")):
             backend_redis = (
@@ -80,6 +95,12 @@ class Runtime:
         limiter = RateLimiter(
             submitter.events_batcher, settings.namespace, settings.rate_limit, settings.rate_burst
         )
+        redelivery = None
+        if settings.redeliver_after and submitter.broker_is_events_redis:
+            transport = dict(celery_app.conf.broker_transport_options or {})
+            unacked = transport.get("global_keyprefix", "") + transport.get("unacked_key", "unacked")
+            redelivery = Redelivery(redis, settings.namespace, settings.redeliver_after, unacked)
+            redelivery.start()
         metrics = Metrics()
         broker_redis = submitter.broker_redis if submitter.broker_is_redis else None
         monitor = Monitor(settings, redis, pubsub_redis, broker_redis, celery_app, metrics)
@@ -99,6 +120,7 @@ class Runtime:
             metrics,
             monitor,
             dashboard,
+            redelivery,
         )
         metrics.watch(runtime)
         return runtime
@@ -107,6 +129,8 @@ class Runtime:
         """Stop the bridge, the monitor and close every client."""
         await self.dashboard.stop()
         await self.monitor.stop()
+        if self.redelivery is not None:
+            await self.redelivery.stop()
         await self.bridge.stop()
         await self.submitter.aclose()
         await self.bridge.redis.aclose()

@@ -32,7 +32,11 @@ class Settings(BaseSettings):
         None,
         description="signs task tokens; comma-separated to rotate (first signs, all verify); random if unset",
     )
-    namespace: str = Field("svc", description="prefix of every Redis key and pub/sub channel svc writes")
+    namespace: str = Field(
+        "svc",
+        pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+        description="prefix of every Redis key and pub/sub channel svc writes; the demo app's queue name",
+    )
     allowed_origins: CommaList = Field(default_factory=list, description="WebSocket/CORS origin allow-list")
 
     history_max: int = Field(1000, ge=1, description="events kept per task history")
@@ -63,6 +67,21 @@ class Settings(BaseSettings):
     )
     ws_idle_timeout: float = Field(
         300.0, gt=0, description="seconds a /ws connection may watch nothing before closing"
+    )
+
+    http_header_timeout: float = Field(
+        10.0, gt=0, description="seconds a client has to send a request line and headers (then 408)"
+    )
+    http_body_timeout: float = Field(
+        30.0, gt=0, description="seconds a client has to send a request's body once its headers arrived"
+    )
+    http_max_connections: int = Field(
+        128, ge=0, description="open HTTP connections per client address per API process (0 = no limit)"
+    )
+    redeliver_after: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a task may wait with its message in no queue before svc resends it (0: off)",
     )
 
     otel: bool = Field(

@@ -12,6 +12,8 @@ Neither path calls ``backend.on_task_call``, so the API process never subscribes
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +21,21 @@ import anyio.to_thread
 import redis.asyncio as aioredis
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
-from svc import events
+from svc import events, idempotency
 from svc.batcher import Batcher
 from svc.errors import ServiceUnavailable
 from svc.message import Prepared, SubmitOptions, new_id, prepare, redis_envelope
 from svc.settings import Settings
 from svc.workflows import Plan
+
+REPLAY_POLL = 0.05  # seconds between two looks at a claim another submit holds
+# Delete an Idempotency-Key only if it still holds this submit's claim (KEYS[1] the key, ARGV[1] the claim).
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class SubmitRequest(BaseModel):
@@ -82,35 +91,97 @@ class Submitter:
     async def submit(
         self, name: str, kwargs: dict[str, Any], options: SubmitOptions, idempotency_key: str | None = None
     ) -> Submitted:
-        """Enqueue ``name`` with validated kwargs; return its id. Raises ServiceUnavailable (503)."""
+        """Enqueue ``name`` with validated kwargs; return its id. Raises InvalidArguments (422) before
+        anything is claimed or written, Conflict (409) for an Idempotency-Key used for another request,
+        ServiceUnavailable (503) when Redis or the broker cannot be reached."""
         task_id = new_id()
+        prepared = prepare(self.app, task_id, name, kwargs, options)
+        pending = events.encode_body(task_id, name, "PENDING")
+        claim = None
+        if idempotency_key is not None:
+            digest = idempotency.fingerprint(name, kwargs, options.model_dump(mode="json", exclude_none=True))
+            claim = (events.idempotency_key(self.settings.namespace, idempotency_key), digest)
         try:
-            if idempotency_key is not None:
-                first = await self._claim_idempotency_key(idempotency_key, task_id)
-                if first is not None:
-                    return Submitted(first, name, duplicate=True)
-            prepared = prepare(self.app, task_id, name, kwargs, options)
-            # PENDING is recorded before the message is pushed (same connection, in order), so no
-            # worker event can take seq 1.
-            pending = events.encode_body(task_id, name, "PENDING")
-            record_pending = events.publish_command(self.settings, task_id, "PENDING", pending)
-            if self.broker_is_redis and prepared.route_kind == "direct":
-                queue_key, message = redis_envelope(prepared, self.delivery_mode, self.transport)
-                if self.broker_is_events_redis:
-                    await self.events_batcher.execute(record_pending, ("LPUSH", queue_key, message))
-                else:
-                    await self.events_batcher.execute(record_pending)
-                    await self.broker_batcher.execute(("LPUSH", queue_key, message))
-            else:
-                await self.events_batcher.execute(record_pending)
-                await anyio.to_thread.run_sync(_publish_with_kombu, self.app, prepared)
+            if self.broker_is_events_redis and prepared.route_kind == "direct":
+                return await self._submit_atomically(prepared, pending, claim)
+            return await self._submit_in_steps(prepared, pending, claim)
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"could not reach Redis or the broker: {type(exc).__name__}") from exc
         except Exception as exc:
             if type(exc).__module__.split(".")[0] in {"kombu", "amqp"}:
                 raise ServiceUnavailable(f"could not reach the broker: {type(exc).__name__}") from exc
             raise
+
+    async def _submit_atomically(
+        self, prepared: Prepared, pending: bytes, claim: tuple[str, str] | None
+    ) -> Submitted:
+        """One script claims the key, records PENDING, keeps the message for redelivery and pushes it:
+        all of it happens or none of it does, so a key always names a task that was enqueued."""
+        tag = new_id()
+        queue_key, message = redis_envelope(prepared, self.delivery_mode, self.transport, tag)
+        claim_key, digest = claim or ("", "")
+        stored = idempotency.value(idempotency.ENQUEUED, digest, prepared.task_id)
+        arguments = (self.settings, prepared.task_id, pending, queue_key, message, tag, claim_key, stored)
+        try:
+            (existing,) = await self.events_batcher.execute(events.submit_command(*arguments))
+        except NoScriptError:  # nothing ran: this Redis has not seen the script yet
+            (existing,) = await self.events_batcher.execute(events.submit_command(*arguments, by_hash=False))
+        if existing is None:
+            return Submitted(prepared.task_id, prepared.name, duplicate=False)
+        return Submitted(await self._replay(claim_key, digest, existing), prepared.name, duplicate=True)
+
+    async def _submit_in_steps(
+        self, prepared: Prepared, pending: bytes, claim: tuple[str, str] | None
+    ) -> Submitted:
+        """PENDING in the events Redis, the message in a broker of its own; an Idempotency-Key is claimed
+        first, released if the submit fails, and confirmed once the message is in the broker."""
+        task_id, name = prepared.task_id, prepared.name
+        claimed = None
+        if claim is not None:
+            claim_key, digest = claim
+            claimed = idempotency.value(idempotency.CLAIMED, digest, task_id)
+            ttl = idempotency.claim_seconds(self.settings.redis_timeout)
+            if not await self.redis.set(claim_key, claimed, nx=True, ex=ttl):
+                existing = await self.redis.get(claim_key)
+                if existing is not None:
+                    return Submitted(await self._replay(claim_key, digest, existing), name, duplicate=True)
+                return await self._submit_in_steps(prepared, pending, claim)  # it expired meanwhile
+        try:
+            # PENDING is recorded before the message is pushed, so no worker event can take seq 1.
+            record_pending = events.publish_command(self.settings, task_id, "PENDING", pending)
+            await self.events_batcher.execute(record_pending)
+            if self.broker_is_redis and prepared.route_kind == "direct":
+                queue_key, message = redis_envelope(prepared, self.delivery_mode, self.transport, new_id())
+                await self.broker_batcher.execute(("LPUSH", queue_key, message))
+            else:
+                await anyio.to_thread.run_sync(_publish_with_kombu, self.app, prepared)
+        except BaseException:
+            if claim is not None and claimed is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.eval(RELEASE_SCRIPT, 1, claim[0], claimed)
+            raise
+        if claim is not None:
+            enqueued = idempotency.value(idempotency.ENQUEUED, claim[1], task_id)
+            await self.redis.set(claim[0], enqueued, xx=True, ex=self.settings.idempotency_ttl)
         return Submitted(task_id, name, duplicate=False)
+
+    async def _replay(self, claim_key: str, digest: str, existing: bytes | str) -> str:
+        """The task id a repeated request gets: that of its first submit, once that one is enqueued (a
+        claim still under way is waited for, at most its expiry); 409 when the key was another request's."""
+        recorded = idempotency.Recorded.parse(existing)
+        deadline = asyncio.get_running_loop().time() + idempotency.claim_seconds(self.settings.redis_timeout)
+        while recorded.phase == idempotency.CLAIMED:
+            recorded.task_for(digest)  # 409 at once for another request
+            if asyncio.get_running_loop().time() > deadline:
+                raise ServiceUnavailable("the first request with this Idempotency-Key is still under way")
+            await asyncio.sleep(REPLAY_POLL)
+            raw = await self.redis.get(claim_key)
+            if raw is None:
+                raise ServiceUnavailable(
+                    "the first request with this Idempotency-Key failed: send it again to enqueue it"
+                )
+            recorded = idempotency.Recorded.parse(raw)
+        return recorded.task_for(digest)
 
     async def submit_workflow(self, plan: Plan) -> None:
         """Record a planned workflow (PENDING for it and every step), then send Celery's canvas.
@@ -123,15 +194,6 @@ class Submitter:
             await anyio.to_thread.run_sync(lambda: plan.canvas.apply_async())
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"could not reach Redis or the broker: {type(exc).__name__}") from exc
-
-    async def _claim_idempotency_key(self, key: str, task_id: str) -> str | None:
-        """Atomically bind ``key`` to ``task_id``; return the id an earlier submit bound it to, if any."""
-        redis_key = events.idempotency_key(self.settings.namespace, key)
-        claimed = await self.redis.set(redis_key, task_id, nx=True, ex=self.settings.idempotency_ttl)
-        if claimed:
-            return None
-        existing = await self.redis.get(redis_key)
-        return existing.decode() if isinstance(existing, bytes) else existing
 
     async def aclose(self) -> None:
         """Close the broker connection if it is not the shared events client."""

@@ -1,7 +1,8 @@
 """WebSocket connections: a reader and a writer per connection, the bridge feeding a bounded outbox.
 
 Close codes (SPEC): 1000 the watched task ended, 1001 server shutting down, 1008 auth/origin refused,
-1009 frame too large (enforced by the server's frame limit), 1013 the client read too slowly.
+1009 frame too large (enforced by the server's frame limit), 1011 an unexpected server error (logged),
+1013 the client read too slowly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from svc.runtime import Runtime
 log = logging.getLogger("svc.ws")
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
-CLOSE_DONE, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TRY_LATER = 1000, 1001, 1008, 1013
+MAX_SINCE = 2**53 - 1  # the largest integer every client (JavaScript's numbers) holds exactly
+SINCE_ERROR = "since must be a non-negative integer"
+CLOSE_DONE, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1001, 1008, 1011, 1013
+UNEXPECTED = "an unexpected error occurred; it has been logged"
 # How long a slow client's 1013 close may wait behind the bytes it has not read yet.
 SLOW_CLOSE_GRACE = 30.0
 
@@ -201,8 +205,8 @@ class Connection:
             return
         since = frame.get("since", 0)
         token = frame.get("token")
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            self.send_error(task_id, "since must be a non-negative integer")
+        if not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SINCE:
+            self.send_error(task_id, SINCE_ERROR)
             return
         if (
             task_id not in self.subscriptions
@@ -223,7 +227,11 @@ class Connection:
         except SvcError as exc:
             self.send_error(task_id, exc.detail)
             return
-        await self.subscribe(task_id, since)
+        try:
+            await self.subscribe(task_id, since)
+        except Exception:  # one task's trouble must not cost the connection its other subscriptions
+            log.exception("event=subscribe_failed task_id=%s", task_id)
+            self.send_error(task_id, f"could not subscribe: {UNEXPECTED}")
 
 
 async def drain(websocket: WebSocket) -> None:
@@ -265,6 +273,34 @@ async def admit(runtime: Runtime, websocket: WebSocket) -> bool:
     return True
 
 
+def parse_since(raw: str | None) -> int | None:
+    """A URL's ``since``: absent is 0; ASCII digits up to MAX_SINCE are that number; anything else None."""
+    if raw is None:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(MAX_SINCE)):
+        return None
+    value = int(raw)
+    return value if value <= MAX_SINCE else None
+
+
+async def serve_task_socket(runtime: Runtime, websocket: WebSocket, task_id: str) -> None:
+    """``WS /ws/tasks/{task_id}?token=…&since=…`` from its URL: a malformed id or ``since`` is refused with
+    1008; the rest is :func:`serve_one_task`."""
+    query = websocket.query_params
+    since = parse_since(query.get("since"))
+    if not TASK_ID.match(task_id):
+        await refuse(websocket, "task_id is malformed")
+    elif since is None:
+        await refuse(websocket, SINCE_ERROR)
+    else:
+        await serve_one_task(runtime, websocket, task_id, query.get("token"), since)
+
+
+async def serve_many_socket(runtime: Runtime, websocket: WebSocket) -> None:
+    """``WS /ws?token=…`` from its URL: :func:`serve_many_tasks`."""
+    await serve_many_tasks(runtime, websocket, websocket.query_params.get("token"))
+
+
 async def serve_one_task(
     runtime: Runtime, websocket: WebSocket, task_id: str, token: str | None, since: int
 ) -> None:
@@ -282,7 +318,12 @@ async def serve_one_task(
     connection = Connection(runtime, websocket, close_after_terminal=True)
 
     async def read_after_subscribing() -> None:
-        await connection.subscribe(task_id, since)
+        try:
+            await connection.subscribe(task_id, since)
+        except Exception:
+            log.exception("event=subscribe_failed task_id=%s", task_id)
+            await connection.close(CLOSE_INTERNAL, UNEXPECTED)
+            return
         await connection.drain_reads()
 
     await connection.serve(read_after_subscribing())

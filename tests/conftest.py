@@ -25,6 +25,7 @@ import redis
 import websockets
 from celery import Celery
 
+from svc.celery_app import deployment_settings
 from svc.embedded import RedisProcess, free_port, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +74,7 @@ def svc_env(redis_url: str, **extra: str) -> dict[str, str]:
         # their own with the defaults (tests/test_security.py).
         SVC_RATE_LIMIT="0",
         SVC_WS_MAX_CONNECTIONS="100000",
+        SVC_HTTP_MAX_CONNECTIONS="100000",
         PYTHONUNBUFFERED="1",
         # Child processes import this checkout, whatever an editable install elsewhere points at.
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -81,11 +83,11 @@ def svc_env(redis_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``python -m svc …`` in its own process group, output to ``log``."""
+def spawn(args: list[str], env: dict[str, str], log: Path, module: str = "svc") -> subprocess.Popen[bytes]:
+    """Start ``python -m svc …`` (or another module) in its own process group, output to ``log``."""
     with log.open("wb") as handle:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "svc", *args],
+            [sys.executable, "-m", module, *args],
             env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -133,19 +135,35 @@ def start_worker(redis_url: str, tmp: Path, name: str, *args: str, **env: str) -
     return Service(process, log, hostname=hostname)
 
 
+ASGI, FASTAPI_ONLY = "svc.api:asgi", "svc.api:app"  # what `svc api` serves; the FastAPI app alone
+
+
 def start_api(
     redis_url: str,
     tmp: Path,
     name: str = "api",
     port: int | None = None,
     log_level: str = "warning",
+    target: str = ASGI,
     **env: str,
 ) -> Service:
-    """A real API process under uvicorn; returns once /healthz answers."""
+    """A real API process under uvicorn; returns once /healthz answers. ``target`` ASGI is ``svc api``;
+    FASTAPI_ONLY is ``uvicorn svc.api:app`` with the same WebSocket limits (the FastAPI routes alone,
+    without svc's fast lanes in front), so that one suite can hold both to the same answers."""
     port = port or free_port()
     log = tmp / f"{name}.log"
     full_env = svc_env(redis_url, **env)
-    process = spawn(["api", "--port", str(port), "--log-level", log_level], full_env, log)
+    if target == ASGI:
+        process = spawn(["api", "--port", str(port), "--log-level", log_level], full_env, log)
+    else:
+        limits = [
+            *("--ws-max-size", full_env.get("SVC_WS_MAX_MESSAGE", "65536")),
+            *("--ws-ping-interval", full_env.get("SVC_WS_PING_INTERVAL", "20")),
+            *("--ws-ping-timeout", full_env.get("SVC_WS_PING_TIMEOUT", "20")),
+            *("--ws-per-message-deflate", "false"),
+        ]
+        args = [target, "--port", str(port), "--log-level", log_level, *limits]
+        process = spawn(args, full_env, log, module="uvicorn")
 
     def healthy() -> bool:
         try:
@@ -182,10 +200,40 @@ def worker(redis_url: str, session_dir: Path) -> Iterator[Service]:
 
 
 @pytest.fixture(scope="session")
-def api(redis_url: str, session_dir: Path, worker: Service) -> Iterator[Service]:
+def asgi_api(redis_url: str, session_dir: Path, worker: Service) -> Iterator[Service]:
+    """The API as `svc api` serves it (the fast lanes in front of the FastAPI app)."""
     service = start_api(redis_url, session_dir)
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def api(asgi_api: Service) -> Service:
+    """The session's API (`svc api`); suites that hold both ways in to the same answers override this
+    with a fixture parametrized over :func:`both_apis`."""
+    return asgi_api
+
+
+@pytest.fixture(scope="session")
+def fastapi_only_api(redis_url: str, session_dir: Path, worker: Service) -> Iterator[Service]:
+    """The FastAPI app alone (``uvicorn svc.api:app``), for the suites that run against both."""
+    service = start_api(redis_url, session_dir, name="api-fastapi-only", target=FASTAPI_ONLY)
+    yield service
+    service.stop()
+
+
+def both_ways_in() -> Any:
+    """A module-scoped ``api`` fixture, parametrized: every test of the module that uses it runs
+    against `svc api` and against the FastAPI app alone (``api = both_ways_in()`` in the module)."""
+
+    @pytest.fixture(scope="module", params=[ASGI, FASTAPI_ONLY], name="api")
+    def api(request: pytest.FixtureRequest) -> Service:
+        service: Service = request.getfixturevalue(
+            "asgi_api" if request.param == ASGI else "fastapi_only_api"
+        )
+        return service
+
+    return api
 
 
 @pytest.fixture
@@ -226,10 +274,16 @@ async def watch(
     return frames, code
 
 
-def plain_celery(redis_url: str) -> Celery:
-    """A Celery client that knows nothing of svc: what another service of the user's would run."""
+def plain_celery(redis_url: str, namespace: str = NAMESPACE) -> Celery:
+    """A Celery client that knows nothing of svc: what another service of the user's would run, set up
+    as the README says a client of the demo app must be (its queue and result keys follow the namespace)."""
     celery = Celery("elsewhere", broker=redis_url, backend=redis_url)
-    celery.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        **deployment_settings(namespace),
+    )
     return celery
 
 

@@ -66,6 +66,76 @@ async def test_killed_pubsub_connection_is_reopened_with_nothing_lost(
     assert "event=bridge_connected" in api.log.read_text()
 
 
+class Collected:
+    """A sink that keeps what it is sent, and wakes a waiter on each frame."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, object]] = []
+        self.arrived = asyncio.Event()
+
+    def push(self, task_id: str | None, seq: int, state: str, text: str) -> None:
+        self.frames.append(json.loads(text))
+        self.arrived.set()
+
+
+async def test_task_first_watched_while_the_bridge_resubscribes_is_subscribed_too(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A channel opened while the reconnect's SUBSCRIBE is on its way (the SUBSCRIBE held back here, the
+    one part of the race that cannot be timed for real) is subscribed before the bridge says connected."""
+    import redis.asyncio as aioredis
+
+    from svc import events
+    from svc.bridge import Bridge
+    from svc.celery_app import app
+    from svc.history import History
+
+    namespace = f"race{uuid.uuid4().hex[:6]}"
+    client = aioredis.Redis.from_url(redis_url)
+    pubsub_client = aioredis.Redis.from_url(redis_url)
+    hold, held = asyncio.Event(), asyncio.Event()
+    make_pubsub = pubsub_client.pubsub
+
+    def slow_pubsub() -> object:
+        pubsub = make_pubsub()
+        subscribe = pubsub.subscribe
+
+        async def held_subscribe(*channels: str) -> None:
+            if not hold.is_set():
+                held.set()
+                await hold.wait()
+            await subscribe(*channels)
+
+        pubsub.subscribe = held_subscribe  # type: ignore[method-assign]
+        return pubsub
+
+    pubsub_client.pubsub = slow_pubsub  # type: ignore[method-assign]
+    bridge = Bridge(pubsub_client, History(client, namespace, app, None), namespace)
+    await bridge.start()
+    try:
+        async with asyncio.timeout(30):
+            await held.wait()  # the listener is connecting: its SUBSCRIBE is held
+            sink = Collected()
+            task_id = str(uuid.uuid4())
+            opening = asyncio.create_task(bridge.open(task_id, 0, sink))
+            await until(lambda: bridge.channel_count == 1)
+            hold.set()
+            subscription = await opening
+            channel = events.task_channel(namespace, task_id)
+            assert (await client.pubsub_numsub(channel))[0][1] == 1
+            assert "subscribe_retry" not in caplog.text  # subscribed by the connect, not by a retry
+            body = events.encode_body(task_id, "add", "SUCCESS", result=3)
+            keys, args = events.publish_args(namespace, task_id, "SUCCESS", body, 10, 60)
+            await client.eval(events.PUBLISH_SCRIPT, len(keys), *keys, *args)  # type: ignore[misc]
+            await sink.arrived.wait()
+            assert sink.frames[-1]["state"] == "SUCCESS" and sink.frames[-1]["result"] == 3
+            await bridge.close(subscription)
+    finally:
+        await bridge.stop()
+        await client.aclose()
+        await pubsub_client.aclose()
+
+
 def test_outbox_coalesces_progress_and_keeps_terminal_events() -> None:
     outbox = Outbox(limit=2)
     outbox.push("a", 1, "PROGRESS", "a1")

@@ -90,6 +90,39 @@ async def test_unknown_task_at_the_worker_fails_instead_of_hanging(api: Service,
     assert frames[-1]["state"] == "FAILURE" and frames[-1]["error"]["type"] == "NotRegistered"
 
 
+async def test_a_result_json_cannot_carry_still_ends_in_a_marked_success(
+    api: Service, http: httpx.AsyncClient, redis_url: str
+) -> None:
+    task_id = (await submit(http, "add", 2**64 - 1, 1))["task_id"]  # 2**64: past every 64-bit integer
+    frames, code = await watch(api, task_id)
+    assert code == 1000
+    assert frames[-1]["state"] == "SUCCESS"
+    assert frames[-1]["result"] is None and frames[-1]["result_repr"] == str(2**64)
+    assert AsyncResult(task_id, app=plain_celery(redis_url)).get(timeout=10) == 2**64
+    latest = (await http.get(f"/tasks/{task_id}")).json()
+    assert latest["state"] == "SUCCESS" and latest["result_repr"] == str(2**64)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [2**64, -(2**70), "a lone \ud800 surrogate", float("nan"), [1.5, float("inf")], {"deep": [2**65]}],
+    ids=["u64+1", "-2**70", "surrogate", "nan", "inf-in-list", "nested"],
+)
+async def test_values_a_plain_celery_client_sends_that_json_cannot_carry_end_in_a_marked_success(
+    api: Service, redis_url: str, redis_client: redis.Redis, value: object
+) -> None:
+    celery = plain_celery(redis_url)
+    task_id = str(uuid.uuid4())
+    watching = asyncio.create_task(watch(api, task_id))
+    await until(lambda: subscribed(redis_client, task_id))
+    celery.send_task("echo", args=[value], task_id=task_id)
+    frames, code = await watching
+    assert code == 1000
+    assert_in_order(frames)
+    assert frames[-1]["state"] == "SUCCESS"
+    assert frames[-1]["result"] is None and frames[-1]["result_repr"] == repr(value)
+
+
 async def test_seq_is_strictly_increasing_under_200_concurrent_tasks(
     api: Service, http: httpx.AsyncClient
 ) -> None:

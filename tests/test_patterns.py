@@ -12,11 +12,13 @@ import httpx
 import pytest
 import redis
 import websockets
+from celery.result import AsyncResult
 
 from .conftest import (
     NAMESPACE,
     Service,
     assert_in_order,
+    plain_celery,
     spawn,
     start_worker,
     states,
@@ -153,6 +155,23 @@ async def test_cancelled_queued_task_never_starts_even_on_a_later_worker(
         assert [json.loads(raw)["state"] for raw in history] == ["PENDING", "REVOKED"]
     finally:
         late.stop()
+
+
+async def test_cancelled_task_a_worker_holds_for_its_countdown_is_revoked_at_once(
+    api: Service, http: httpx.AsyncClient, redis_url: str
+) -> None:
+    countdown = 120  # far beyond this test's timeout: REVOKED must not wait for it
+    task_id = (await submit(http, "add", 1, 2, _options={"countdown": countdown}))["task_id"]
+    async with websockets.connect(f"{api.ws_url}/ws/tasks/{task_id}") as socket:
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(30):
+            while not frames or frames[-1]["state"] != "RECEIVED":  # a worker holds it until the countdown
+                frames.append(json.loads(await socket.recv()))
+            assert (await http.delete(f"/tasks/{task_id}")).status_code == 202
+            frames.extend([json.loads(message) async for message in socket])
+    assert states(frames) == ["PENDING", "RECEIVED", "REVOKED"]
+    assert frames[-1]["error"] == {"type": "TaskRevokedError", "message": "revoked"}
+    assert AsyncResult(task_id, app=plain_celery(redis_url)).state == "REVOKED"
 
 
 async def test_running_task_is_terminated(api: Service, http: httpx.AsyncClient) -> None:

@@ -75,3 +75,23 @@ async def test_amqp_broker_runs_a_chain(amqp_api: Service) -> None:
     final = frames[-1]
     assert final["state"] == "SUCCESS" and final["task_id"] == response.json()["workflow_id"]
     assert {frame["step"] for frame in frames if "step" in frame} == {0, 1, 2}
+
+
+@pytest.mark.timeout(120)
+async def test_amqp_idempotency_key_is_claimed_confirmed_and_guarded(amqp_api: Service) -> None:
+    """With a broker apart from the events Redis the key is claimed, then confirmed: same answers."""
+    key = uuid.uuid4().hex
+    async with httpx.AsyncClient(base_url=amqp_api.base_url, timeout=10) as http:
+        refused = await http.post(
+            "/tasks/add",
+            json={"args": [1, 2], "options": {"eta": "2030-01-01T00:00:00"}},
+            headers={"Idempotency-Key": key},
+        )
+        assert refused.status_code == 422
+        first = await http.post("/tasks/add", json={"args": [1, 2]}, headers={"Idempotency-Key": key})
+        again = await http.post("/tasks/add", json={"args": [1, 2]}, headers={"Idempotency-Key": key})
+        other = await http.post("/tasks/add", json={"args": [2, 2]}, headers={"Idempotency-Key": key})
+        assert first.status_code == again.status_code == 202 and other.status_code == 409
+        assert first.json()["task_id"] == again.json()["task_id"]
+        frames, code = await watch(amqp_api, first.json()["task_id"])
+    assert code == 1000 and frames[-1]["result"] == 3

@@ -19,6 +19,7 @@ from .conftest import (
     NAMESPACE,
     Service,
     assert_in_order,
+    both_ways_in,
     plain_celery,
     states,
     submit,
@@ -28,6 +29,7 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+api = both_ways_in()  # every test here runs against `svc api` and the FastAPI app alone: they answer alike
 
 
 async def test_late_subscriber_gets_history_and_terminal_at_once(
@@ -85,6 +87,69 @@ async def test_expired_history_falls_back_to_the_stored_result(
     assert frames == [frames[0]] and frames[0]["recovered"] is False
     assert frames[0]["state"] == "SUCCESS" and frames[0]["result"] == 7
     assert (await http.get(f"/tasks/{task_id}")).json()["result"] == 7
+
+
+async def subscribe_many(api: Service, subscriptions: list[tuple[str, int]], until_ids: set[str]) -> Any:
+    """Frames of ``/ws`` for these (task id, since) pairs until each id in ``until_ids`` sent one that is
+    terminal or marked recovered: false."""
+    seen: dict[str, list[dict[str, Any]]] = {task_id: [] for task_id, _ in subscriptions}
+    async with websockets.connect(f"{api.ws_url}/ws") as socket:
+        for task_id, since in subscriptions:
+            await socket.send(json.dumps({"op": "subscribe", "task_id": task_id, "since": since}))
+        answered: set[str] = set()
+        while not until_ids <= answered:
+            frame = await receive_json(socket)
+            seen[frame["task_id"]].append(frame)
+            if frame.get("state") in ("SUCCESS", "FAILURE", "REVOKED") or frame.get("recovered") is False:
+                answered.add(frame["task_id"])
+    return seen
+
+
+async def test_finished_task_whose_history_expired_gives_its_terminal_event_at_once(
+    api: Service, http: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    task_id = (await submit(http, "add", 5, 6))["task_id"]
+    await watch(api, task_id)
+    redis_client.delete(events.history_key(NAMESPACE, task_id), events.task_key(NAMESPACE, task_id))
+    frames, code = await watch(api, task_id, since=0, timeout=10)
+    assert code == 1000
+    assert len(frames) == 1 and frames[0]["state"] == "SUCCESS" and frames[0]["result"] == 11
+    assert frames[0]["recovered"] is False
+    seen = await subscribe_many(api, [(task_id, 0)], {task_id})
+    assert [frame["result"] for frame in seen[task_id]] == [11]
+
+
+async def test_corrupt_history_entry_is_skipped_and_the_socket_lives_on(
+    api: Service, http: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    broken = (await submit(http, "count_to", 2, delay=0.01))["task_id"]
+    healthy = (await submit(http, "count_to", 2, delay=0.2))["task_id"]
+    expected, _ = await watch(api, broken)
+    redis_client.zadd(events.history_key(NAMESPACE, broken), {b"\xff not an event {": 2.5})
+    frames, code = await watch(api, broken, timeout=10)
+    assert code == 1000 and frames == expected
+    seen = await subscribe_many(api, [(broken, 0), (healthy, 0)], {broken, healthy})
+    assert seen[broken] == expected
+    assert seen[healthy][-1]["state"] == "SUCCESS" and seen[healthy][-1]["result"] == 2
+
+
+async def test_task_nothing_knows_any_more_is_reported_lost_instead_of_silence(
+    api: Service, http: httpx.AsyncClient, redis_client: redis.Redis
+) -> None:
+    queue = f"nobody{uuid.uuid4().hex[:6]}"  # no worker: the task stays queued
+    task_id = (await submit(http, "add", 1, 2, _options={"queue": queue}))["task_id"]
+    async with websockets.connect(f"{api.ws_url}/ws/tasks/{task_id}") as socket:
+        pending = await receive_json(socket)
+        assert pending["state"] == "PENDING"
+        # As a Redis restarted without its data: the task's record and its message are gone.
+        redis_client.delete(events.history_key(NAMESPACE, task_id), events.task_key(NAMESPACE, task_id))
+        redis_client.delete(queue)
+        redis_client.client_kill_filter(_type="pubsub")  # the API's bridge reconnects and catches up
+        lost = await receive_json(socket, timeout=30)
+    assert lost["task_id"] == task_id and lost["recovered"] is False and lost["lost"] is True
+    assert lost["state"] == "PENDING" and lost["seq"] == 0
+    seen = await subscribe_many(api, [(task_id, 1)], {task_id})
+    assert seen[task_id][0]["lost"] is True
 
 
 async def test_history_lost_mid_run_marks_the_next_live_event_not_recovered(
@@ -155,6 +220,7 @@ async def test_unsubscribe_stops_delivery(api: Service, http: httpx.AsyncClient)
         ('{"op": "dance", "task_id": "abc"}', "op must be"),
         ('{"op": "subscribe", "task_id": "abc", "since": -1}', "since"),
         ('{"op": "subscribe", "task_id": "abc", "since": "3"}', "since"),
+        ('{"op": "subscribe", "task_id": "abc", "since": 9007199254740992}', "since"),
     ],
 )
 async def test_malformed_frames_get_an_error_frame_and_the_socket_lives_on(
@@ -169,6 +235,27 @@ async def test_malformed_frames_get_an_error_frame_and_the_socket_lives_on(
         while (event := await receive_json(socket))["state"] != "SUCCESS":
             pass
         assert event["result"] == 4
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["since=-1", "since=abc", "since=" + "9" * 5000, "since=%C2%B2", "since=1.5", "since=9007199254740992"],
+    ids=["negative", "letters", "5000-digits", "unicode-digit", "fraction", "2**53"],
+)
+async def test_bad_since_in_the_url_is_refused_with_1008(api: Service, query: str) -> None:
+    async with websockets.connect(f"{api.ws_url}/ws/tasks/{uuid.uuid4()}?{query}") as socket:
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10):
+                await socket.recv()
+    assert socket.close_code == 1008 and socket.close_reason == "since must be a non-negative integer"
+
+
+async def test_malformed_task_id_in_the_url_is_refused_with_1008(api: Service) -> None:
+    async with websockets.connect(f"{api.ws_url}/ws/tasks/a%20b%3Cc") as socket:
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(10):
+                await socket.recv()
+    assert socket.close_code == 1008
 
 
 async def test_oversized_frame_closes_with_1009(api: Service) -> None:

@@ -23,7 +23,7 @@ from svc.celery_app import app as svc_app
 from svc.embedded import RedisProcess
 from svc.message import SubmitOptions, kwargs_repr, new_id, prepare, redis_envelope
 
-from .conftest import Service, start_worker, states, submit, watch
+from .conftest import NAMESPACE, Service, start_worker, states, submit, watch
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -33,7 +33,13 @@ def kombu_message(redis_url: str, task_id: str, options: dict[str, Any]) -> tupl
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     celery = Celery("plain", broker=redis_url, backend=redis_url)
-    celery.conf.update(task_serializer="json", accept_content=["json"], enable_utc=True, timezone="UTC")
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        enable_utc=True,
+        timezone="UTC",
+        task_default_queue=svc_app.conf.task_default_queue,  # the demo app's queue: its namespace
+    )
     celery.send_task("add", kwargs={"x": 2, "y": 3}, task_id=task_id, ignore_result=False, **options)
     keys = [key.decode() for key in client.keys("*") if client.type(key) == b"list"]
     assert len(keys) == 1, keys
@@ -171,5 +177,6 @@ async def test_api_never_subscribes_to_result_channels(
     http: httpx.AsyncClient, redis_client: redis.Redis
 ) -> None:
     task_ids = [(await submit(http, "sleep", 0.5))["task_id"] for _ in range(5)]
-    counts = redis_client.pubsub_numsub(*[f"celery-task-meta-{task_id}" for task_id in task_ids])
+    channels = [f"{NAMESPACE}:celery-task-meta-{task_id}" for task_id in task_ids]
+    counts = redis_client.pubsub_numsub(*channels)
     assert all(count == 0 for _, count in counts), counts

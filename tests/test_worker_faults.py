@@ -250,6 +250,12 @@ async def test_redis_restart_ends_every_task_long_before_the_visibility_timeout(
         # Both workers hold their full prefetch (4 x 2 each): running tasks and reserved ones.
         await until(lambda: client.hlen("unacked") >= 16, timeout=30, what="both workers prefetched")
         server.stop()
+        async with httpx.AsyncClient(base_url=submitter.base_url, timeout=30) as http:
+            started = time.monotonic()
+            refused = await http.post("/tasks/add", json={"args": [1, 2]})
+            # answered, not hung: within a few of SVC_REDIS_TIMEOUT's seconds, however loaded the machine
+            assert refused.status_code == 503 and time.monotonic() - started < 20
+            assert (await http.get("/readyz")).status_code == 503
         await until(lambda: all(lost_connection(one) for one in workers), timeout=30, what="loss seen")
         server = start_redis(port, directory, *aof)
         restarted = time.monotonic()
@@ -288,6 +294,8 @@ async def test_redis_restart_ends_every_task_long_before_the_visibility_timeout(
             f"restored={restored} recovered_in={recovered:.1f}s"
         )
         assert finished == 60 and duplicates == 0
+        log = watcher.log.read_text()
+        assert "event=bridge_disconnected" in log and "event=bridge_connected" in log
         assert restored >= 1  # the reserved messages came back at the reconnect, not after an hour
         # Nothing left for the visibility timeout to find (a task's ack follows its terminal event).
         await until(lambda: client.hlen("unacked") == 0, timeout=30, what="every message acknowledged")

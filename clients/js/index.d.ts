@@ -44,6 +44,15 @@ export interface TaskEvent<Result = unknown> {
   worker: string | null;
   /** false: the server's history no longer reached back to what this client had seen (a gap). */
   recovered?: boolean;
+  /**
+   * true (with `recovered: false`): neither the history nor Celery's result backend knows the task any
+   * more; `state` is the last one this connection was sent. Later events, if any, still follow.
+   */
+  lost?: boolean;
+  /** Python's repr of a result JSON cannot carry exactly (then `result` is null). */
+  result_repr?: string;
+  /** Python's repr of a progress JSON cannot carry exactly (then `progress` is null). */
+  progress_repr?: string;
   /** RETRY: when the next attempt is due (ISO 8601). */
   eta?: string;
   /** FAILURE after the last retry. */

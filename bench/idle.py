@@ -110,8 +110,8 @@ def main() -> None:
         [
             "## Idle API",
             "",
-            f"`python -m bench.idle --seconds {options.seconds:g} --recent {options.recent}`"
-            + (" --against <tree>" if options.against else "")
+            f"`python -m bench.idle --seconds {options.seconds:g} --recent {options.recent}"
+            + (" --against <tree>`" if options.against else "`")
             + f" — `svc api`, {options.recent:,} tasks in the namespace's recent set, nothing submitted"
             " or watched; x86_64, 2 shared cores.",
             "",

@@ -15,7 +15,7 @@ from celery._state import _set_task_join_will_block
 from redis.exceptions import RedisError
 
 import svc.tasks  # noqa: F401  (registers the exposed tasks with the app)
-from svc import events, readiness
+from svc import events
 from svc.bridge import Bridge
 from svc.celery_app import app as celery_app
 from svc.feed import DashboardFeed
@@ -24,6 +24,7 @@ from svc.metrics import Metrics
 from svc.monitor import Monitor
 from svc.ratelimit import RateLimiter
 from svc.redelivery import Redelivery
+from svc.redis_policy import eviction_problem
 from svc.settings import Settings
 from svc.submit import Submitter
 
@@ -34,7 +35,7 @@ WORKER_ONLINE_SECONDS = 10.0
 async def _warn_if_evicting(redis: aioredis.Redis) -> None:
     """Say at startup what /readyz will say, when Redis may evict svc's keys (not when it is down)."""
     with contextlib.suppress(RedisError, OSError):
-        problem = await readiness.eviction_problem(redis)
+        problem = await eviction_problem(redis)
         if problem is not None:
             log.error("event=redis_evicts_keys detail=%r", problem)
 

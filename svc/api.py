@@ -45,7 +45,15 @@ log = logging.getLogger("svc.api")
 Body = TypeVar("Body", bound=BaseModel)
 
 STATIC = Path(__file__).parent / "static"
-SDK_SOURCE = Path(__file__).resolve().parents[1] / "clients" / "js" / "src"
+# The JS SDK the pages import: inside an installed wheel (setup.py copies it there), else this checkout's.
+SDK_SOURCE = next(
+    (
+        path
+        for path in (STATIC / "sdk", Path(__file__).resolve().parents[1] / "clients" / "js" / "src")
+        if path.is_dir()
+    ),
+    None,
+)
 PROBLEM = "application/problem+json"
 
 
@@ -472,7 +480,7 @@ async def demo() -> FileResponse:
     return FileResponse(STATIC / "demo.html", media_type="text/html")
 
 
-if SDK_SOURCE.is_dir():
+if SDK_SOURCE is not None:
     app.mount("/sdk", StaticFiles(directory=SDK_SOURCE), name="sdk")
 
 

@@ -354,21 +354,8 @@ def lost_snapshot(task_id: str, state: str) -> bytes:
     (both expired, or lost with a Redis that kept no data): the last state this server sent it (PENDING,
     Celery's word for unknown, if none), ``seq`` 0, ``"recovered": false`` and ``"lost": true``. The task
     may still be running (its next events follow) or be gone with the broker's queue: svc cannot tell."""
-    body = {
-        "task_id": task_id,
-        "name": None,
-        "seq": 0,
-        "state": state,
-        "ts": round(time.time(), 6),
-        "result": None,
-        "error": None,
-        "progress": None,
-        "retries": 0,
-        "worker": None,
-        "recovered": False,
-        "lost": True,
-    }
-    return orjson.dumps(body)
+    body = encode_body(task_id, None, state, recovered=False, lost=True)
+    return b'{"seq":0,' + body[1:]  # numbered as the publish script numbers an event
 
 
 def with_recovered_false(raw: bytes) -> bytes:

@@ -47,17 +47,6 @@ def has_non_finite(value: Any) -> bool:
     return False
 
 
-def exact(value: Any) -> bytes | None:
-    """``value``'s JSON text when JSON carries it exactly, else None."""
-    try:
-        text = dumps(value)
-    except TypeError:  # an integer beyond 64 bits, a lone surrogate (orjson.JSONEncodeError)
-        return None
-    if b"null" in text and has_non_finite(value):  # orjson wrote a NaN or an Infinity as null
-        return None
-    return text
-
-
 def inexact_reason(value: Any) -> str | None:
     """Why ``value`` would not arrive exactly as JSON (for a 422), or None when it would."""
     try:
@@ -86,7 +75,7 @@ def carried(body: dict[str, Any]) -> dict[str, Any]:
             out[key] = printable(value)
         elif isinstance(value, dict) and key == "error":
             out[key] = {printable(str(k)): printable(str(v)) for k, v in value.items()}
-        elif value is None or exact(value) is not None:
+        elif value is None or inexact_reason(value) is None:
             out[key] = value
         else:
             out[key] = None

@@ -50,7 +50,7 @@ async def measure(redis_url: str, messages: int) -> float:
     from celery import Celery
 
     from svc.bridge import Bridge
-    from svc.history import History
+    from svc.fanout.history import History
 
     client = aioredis.Redis.from_url(redis_url)
     bridge = Bridge(aioredis.Redis.from_url(redis_url), History(client, "bench", Celery(), None), "bench")

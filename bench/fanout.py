@@ -158,7 +158,7 @@ async def submit_held(base: str, count: int, queue: str) -> list[tuple[str, str]
 
 async def redis_baseline(redis_url: str, task_ids: list[str], delays: list[float]) -> None:
     """Subscribe to the tasks' channels with plain redis.asyncio and record each message's delay."""
-    from svc import events
+    from svc.wire import events
 
     client = aioredis.Redis.from_url(redis_url)
     pubsub = client.pubsub()

@@ -21,8 +21,13 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from svc import auth, control, dashboard, readiness, schedules, workflows, ws
-from svc.access_log import redact_request_logs
+from svc import schedules
+from svc.edge import auth, dashboard, ws
+from svc.edge.access_log import redact_request_logs
+from svc.edge.fastpath import SubmitFastPath, WebSocketFastPath
+from svc.edge.limits import BodyLimit, arguments_too_deep, json_depth
+from svc.enqueue import control, workflows
+from svc.enqueue.submit import SubmitRequest
 from svc.errors import (
     BadRequest,
     InvalidArguments,
@@ -33,12 +38,10 @@ from svc.errors import (
     UnknownTask,
     UnknownTaskId,
 )
-from svc.fastpath import SubmitFastPath, WebSocketFastPath
-from svc.limits import BodyLimit, arguments_too_deep, json_depth
-from svc.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from svc.monitor import readiness
+from svc.monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from svc.runtime import Runtime
 from svc.settings import get_settings
-from svc.submit import SubmitRequest
 from svc.tasks import EXPOSED
 
 log = logging.getLogger("svc.api")
@@ -260,7 +263,7 @@ IDEMPOTENCY_HEADER = {
 )
 async def submit(name: str, request: Request) -> Response:
     """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
-    # Served by svc.fastpath in front of the app; this route documents it and is the fallback.
+    # Served by svc.edge.fastpath in front of the app; this route documents it and is the fallback.
     client = request.client.host if request.client else None
     return await submit_from_asgi(request.scope, name, request.headers, await request.body(), client)
 

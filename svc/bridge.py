@@ -29,9 +29,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from svc import events
 from svc.backoff import backoff
-from svc.history import History
+from svc.fanout.history import History
+from svc.wire import events
 
 log = logging.getLogger("svc.bridge")
 

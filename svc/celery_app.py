@@ -15,9 +15,9 @@ from typing import Any
 
 from celery import Celery
 
-from svc import worker_steps
 from svc.schedules import beat_schedule
 from svc.settings import get_settings
+from svc.worker import steps as worker_steps
 
 TASK_MODULES = ["svc.tasks.seed", "svc.tasks.diagnostic"]
 
@@ -83,4 +83,4 @@ def create_app() -> Celery:
 app = create_app()
 
 # Connect the worker-side signal handlers that write svc's events (imported for its effect).
-import svc.publisher  # noqa: E402, F401
+import svc.worker.publisher  # noqa: E402, F401

@@ -19,14 +19,14 @@ DEV_PROCESSES = ("api", "worker", "beat")
 
 
 def run_api(host: str, port: int, log_level: str = "info", loop: str = "auto") -> None:
-    """Serve the FastAPI app with svc's WebSocket limits, its slow-client guards (svc.http_guard), token
+    """Serve the FastAPI app with svc's WebSocket limits, its slow-client guards (svc.edge.http_guard), token
     redaction in uvicorn's logs and a graceful shutdown (close 1001), on ``loop`` (asyncio, uvloop or
     auto: uvloop when installed)."""
     import asyncio
 
     import uvicorn
 
-    from svc.http_guard import guarded_protocol
+    from svc.edge.http_guard import guarded_protocol
     from svc.settings import get_settings
 
     class GracefulServer(uvicorn.Server):
@@ -34,7 +34,8 @@ def run_api(host: str, port: int, log_level: str = "info", loop: str = "auto") -
         shutdown, which would close them with 1012."""
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
-            from svc import api, ws
+            from svc import api
+            from svc.edge import ws
 
             runtime = getattr(api.app.state, "runtime", None)
             if runtime is not None:

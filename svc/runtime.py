@@ -15,18 +15,18 @@ from celery._state import _set_task_join_will_block
 from redis.exceptions import RedisError
 
 import svc.tasks  # noqa: F401  (registers the exposed tasks with the app)
-from svc import events
 from svc.bridge import Bridge
 from svc.celery_app import app as celery_app
-from svc.feed import DashboardFeed
-from svc.history import History
-from svc.metrics import Metrics
-from svc.monitor import Monitor
-from svc.ratelimit import RateLimiter
-from svc.redelivery import Redelivery
-from svc.redis_policy import eviction_problem
+from svc.edge.ratelimit import RateLimiter
+from svc.enqueue.redelivery import Redelivery
+from svc.enqueue.submit import Submitter
+from svc.fanout.history import History
+from svc.monitor.feed import DashboardFeed
+from svc.monitor.live import Monitor
+from svc.monitor.metrics import Metrics
+from svc.monitor.redis_policy import eviction_problem
 from svc.settings import Settings
-from svc.submit import Submitter
+from svc.wire import events
 
 log = logging.getLogger("svc.runtime")
 WORKER_ONLINE_SECONDS = 10.0

@@ -13,7 +13,7 @@ import redis
 import websockets
 
 from svc.backoff import backoff
-from svc.outbox import Outbox, Overflow
+from svc.fanout.outbox import Outbox, Overflow
 
 from .conftest import NAMESPACE, Service, assert_in_order, plain_celery, states, submit, until, watch
 
@@ -85,10 +85,10 @@ async def test_task_first_watched_while_the_bridge_resubscribes_is_subscribed_to
     one part of the race that cannot be timed for real) is subscribed before the bridge says connected."""
     import redis.asyncio as aioredis
 
-    from svc import events
     from svc.bridge import Bridge
     from svc.celery_app import app
-    from svc.history import History
+    from svc.fanout.history import History
+    from svc.wire import events
 
     namespace = f"race{uuid.uuid4().hex[:6]}"
     client = aioredis.Redis.from_url(redis_url)

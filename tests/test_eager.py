@@ -1,4 +1,4 @@
-"""svc.eager: a send that needs no waiting runs at once; one that waits finishes later, in order."""
+"""svc.fanout.eager: a send that needs no waiting runs at once; one that waits finishes later, in order."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from svc.eager import run_eagerly
-from svc.outbox import Outbox
+from svc.fanout.eager import run_eagerly
+from svc.fanout.outbox import Outbox
 
 
 async def test_a_coroutine_that_never_waits_ends_at_once() -> None:

@@ -10,7 +10,7 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from svc import events
+from svc.wire import events
 
 from .conftest import (
     NAMESPACE,

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from svc import tokens
-from svc.limits import arguments_too_deep, json_depth
+from svc.edge import tokens
+from svc.edge.limits import arguments_too_deep, json_depth
 
 from .conftest import ASGI, FASTAPI_ONLY, Service, start_api, svc_env
 

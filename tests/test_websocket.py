@@ -13,7 +13,7 @@ import redis
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from svc import events
+from svc.wire import events
 
 from .conftest import (
     NAMESPACE,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import svc.tasks  # noqa: F401  (registers the tasks, as the API does)
 from svc.celery_app import app as svc_app
 from svc.embedded import RedisProcess
-from svc.message import SubmitOptions, kwargs_repr, new_id, prepare, redis_envelope
+from svc.enqueue.message import SubmitOptions, kwargs_repr, new_id, prepare, redis_envelope
 
 from .conftest import NAMESPACE, Service, start_worker, states, submit, watch
 

@@ -20,8 +20,8 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from svc import events
 from svc.embedded import start_redis
+from svc.wire import events
 
 from .conftest import (
     NAMESPACE,

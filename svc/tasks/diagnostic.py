@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from svc.celery_app import app
-from svc.publisher import report_progress
-from svc.registry import exposed_task
+from svc.exposure import exposed_task
+from svc.worker.publisher import report_progress
 
 STRICT = ConfigDict(strict=True, extra="forbid")
 

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.celery_app import app
-from svc.registry import exposed_task
+from svc.exposure import exposed_task
 from svc.settings import get_settings
 
 STRICT = ConfigDict(strict=True, extra="forbid")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from svc.monitor import Monitor
-from svc.outbox import Outbox
+from svc.fanout.outbox import Outbox
+from svc.monitor.live import Monitor
 
 TICK = 0.5  # seconds between two updates a dashboard receives
 

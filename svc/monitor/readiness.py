@@ -1,5 +1,5 @@
 """What ``GET /readyz`` checks: Redis and the broker answer, Redis keeps what svc writes (see
-svc.redis_policy), a worker is online."""
+svc.monitor.redis_policy), a worker is online."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 
 from svc.errors import ServiceUnavailable
-from svc.redis_policy import eviction_problem
+from svc.monitor.redis_policy import eviction_problem
 
 if TYPE_CHECKING:
     from svc.runtime import Runtime

@@ -7,12 +7,12 @@ from typing import Any, cast
 import anyio.to_thread
 import orjson
 
-from svc import events
+from svc.enqueue.message import SubmitOptions
+from svc.enqueue.submit import Submitted
 from svc.errors import Conflict, ServiceUnavailable, UnknownTask, UnknownTaskId
-from svc.message import SubmitOptions
 from svc.runtime import Runtime
-from svc.submit import Submitted
 from svc.tasks import EXPOSED
+from svc.wire import events
 
 RETRYABLE = frozenset({"FAILURE", "REVOKED", "SUCCESS"})
 

@@ -24,13 +24,13 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from svc import events
 from svc.backoff import backoff
-from svc.metrics import Metrics
+from svc.monitor.metrics import Metrics
+from svc.monitor.workers import WorkerBoard
 from svc.settings import Settings
-from svc.workers import WorkerBoard
+from svc.wire import events
 
-log = logging.getLogger("svc.monitor")
+log = logging.getLogger("svc.monitor.live")
 
 
 class StaleConnection(Exception):

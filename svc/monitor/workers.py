@@ -20,7 +20,7 @@ from celery import Celery
 
 from svc.backoff import backoff
 
-log = logging.getLogger("svc.workers")
+log = logging.getLogger("svc.monitor.workers")
 
 MISSED_HEARTBEATS = 2
 INSPECT_TIMEOUT = 1.0

@@ -17,14 +17,15 @@ from typing import Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from svc import auth, events
 from svc.bridge import Subscription
-from svc.eager import run_eagerly
+from svc.edge import auth
 from svc.errors import SvcError
-from svc.outbox import Outbox, Overflow
+from svc.fanout.eager import run_eagerly
+from svc.fanout.outbox import Outbox, Overflow
 from svc.runtime import Runtime
+from svc.wire import events
 
-log = logging.getLogger("svc.ws")
+log = logging.getLogger("svc.edge.ws")
 
 TASK_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,200}$")
 MAX_SINCE = 2**53 - 1  # the largest integer every client (JavaScript's numbers) holds exactly

@@ -5,7 +5,7 @@ is not JSON, not a JSON object, lacks ``properties``/``delivery_tag``/``delivery
 its ``body_encoding`` cannot decode raises out of the loop: the worker dies ("Unrecoverable error"), or,
 for a ``KeyError`` (which kombu counts as a connection error), reconnects and loses the message.
 
-:class:`Transport` (selected with ``broker_transport = "svc.redis_transport:Transport"``) checks each
+:class:`Transport` (selected with ``broker_transport = "svc.worker.transport:Transport"``) checks each
 reply before kombu builds a message from it. One that fails is *parked*: pushed, wrapped, onto the
 namespace's dead-letter list, logged once (``event=message_parked queue=… reason=… task_id=…``) and,
 when its headers name a task id, handed to the transport's ``on_parked`` hook (svc's consumer step
@@ -39,9 +39,9 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-from svc import events
+from svc.wire import events
 
-log = logging.getLogger("svc.redis_transport")
+log = logging.getLogger("svc.worker.transport")
 
 # kombu's own decoding, exactly as its _brpop_read does it (kombu's functions carry no annotations).
 _loads: Callable[[str], Any] = loads

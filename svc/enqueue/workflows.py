@@ -22,10 +22,10 @@ import orjson
 from celery import Celery, chain, chord, group
 from pydantic import BaseModel, ConfigDict, Field
 
-from svc import events
 from svc.errors import InvalidArguments, UnknownTask
-from svc.registry import EXPOSED
+from svc.exposure import EXPOSED
 from svc.settings import Settings, get_settings
+from svc.wire import events
 
 MAX_STEPS = 100
 Kind = Literal["chain", "group", "chord"]
@@ -154,7 +154,7 @@ def record_step_event(
     fields: dict[str, Any],
 ) -> None:
     """Copy a step's event into its workflow's stream; publish the workflow's end if this step decides it."""
-    from svc.publisher import publish_to, redis_client
+    from svc.worker.publisher import publish_to, redis_client
 
     copy = events.encode_body(
         task_id, name, state, workflow_id=workflow_id, step=step, step_seq=step_seq, **fields

@@ -1,5 +1,6 @@
 """``WS /ws/dashboard``: the monitor's view pushed to dashboards, a snapshot then a batch of changes
-every ``svc.feed.TICK`` seconds (one serialisation shared by every dashboard, never one frame per event).
+every ``svc.monitor.feed.TICK`` seconds (one serialisation shared by every dashboard, never one frame
+per event).
 
 With auth on, a dashboard shows an API key: in the ``Authorization`` header, or (browsers cannot set
 headers on a WebSocket) in a first frame ``{"op": "auth", "key": "…"}`` within AUTH_SECONDS.
@@ -17,13 +18,13 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from svc import auth, ws
-from svc.outbox import Outbox, Overflow
+from svc.edge import auth, ws
+from svc.fanout.outbox import Outbox, Overflow
 
 if TYPE_CHECKING:
     from svc.runtime import Runtime
 
-log = logging.getLogger("svc.dashboard")
+log = logging.getLogger("svc.edge.dashboard")
 
 AUTH_SECONDS = 10.0
 QUEUE_FRAMES = 8

@@ -6,7 +6,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable
 
-from svc import tokens
+from svc.edge import tokens
 from svc.errors import Forbidden, Unauthorized
 from svc.settings import Settings, signing_keys
 

@@ -2,7 +2,7 @@
 
 :func:`install` sets, on the app, for a ``redis://``/``rediss://`` broker:
 
-- ``broker_transport = "svc.redis_transport:Transport"``: kombu's Redis transport that parks entries it
+- ``broker_transport = "svc.worker.transport:Transport"``: kombu's Redis transport that parks entries it
   cannot make a message of, instead of dying on them (an explicit transport wins over the URL scheme in
   kombu's ``Connection``; for ``rediss://`` without ``broker_use_ssl`` it sets kombu's own default for
   that scheme, ``{"ssl_cert_reqs": CERT_NONE}``, which kombu only applies when the scheme names the
@@ -16,7 +16,7 @@ and, for any broker, two consumer bootsteps:
   ``[args, kwargs, embed]``, headers without an ``id``: Celery fails them in the pool with nothing
   stored, or dies on them in the consumer) go to Celery's own ``on_invalid_task``, so they are
   rejected and fire ``task_rejected``; ``on_decode_error`` (which fires no signal) is wrapped; and the
-  transport's parked messages are reported. Each ends in ``svc.publisher.fail_message`` /
+  transport's parked messages are reported. Each ends in ``svc.worker.publisher.fail_message`` /
   ``fail_unrunnable``: parked on the dead-letter list, FAILURE stored, then announced.
 - :class:`RestoreUnacked`: when the broker connection is lost, kombu tries to push the messages this
   worker held unacknowledged back to their queues; with Redis down that fails (silently: Celery closes
@@ -40,13 +40,13 @@ from celery.exceptions import InvalidTaskError
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 
-from svc import publisher
-from svc.redis_transport import Parked, task_identity
-from svc.redis_transport import Transport as SvcTransport
+from svc.worker import publisher
+from svc.worker.transport import Parked, task_identity
+from svc.worker.transport import Transport as SvcTransport
 
-log = logging.getLogger("svc.worker_steps")
+log = logging.getLogger("svc.worker.steps")
 
-TRANSPORT = "svc.redis_transport:Transport"
+TRANSPORT = "svc.worker.transport:Transport"
 
 
 def install(app: Celery, broker_url: str, namespace: str) -> None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import BaseModel
 
-from svc import jsonvalues
+from svc.wire import jsonvalues
 
 if TYPE_CHECKING:
     from svc.settings import Settings
@@ -175,7 +175,8 @@ return publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], AR
 )
 
 # A submit as one atomic step (a Redis broker that is also the events Redis): claim the Idempotency-Key,
-# record PENDING, keep a copy of the message until a worker says it has it (svc.redelivery), and push it.
+# record PENDING, keep a copy of the message until a worker says it has it (svc.enqueue.redelivery), and
+# push it.
 # KEYS: task hash, history, recent ids, unclaimed ids, the broker queue's list, the idempotency key ("" when
 # the submit has none). ARGV: the publish function's nine, then the message, its delivery tag, the key's
 # value and TTL, and "1" to keep the copy ("" not to). Returns false once enqueued, or the value already
@@ -218,7 +219,7 @@ def encode_body(
 ) -> bytes:
     """Serialise an event without its ``seq`` (the publish script splices the number in first).
 
-    Never fails on a value: what JSON cannot carry exactly is replaced as svc.jsonvalues says (a
+    Never fails on a value: what JSON cannot carry exactly is replaced as svc.wire.jsonvalues says (a
     ``result`` of 2**64 becomes ``"result": null, "result_repr": "18446744073709551616"``).
     """
     if isinstance(error, BaseException):

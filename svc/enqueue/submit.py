@@ -23,12 +23,13 @@ from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import NoScriptError, RedisError
 
-from svc import events, idempotency
-from svc.batcher import Batcher
+from svc.enqueue import idempotency
+from svc.enqueue.batcher import Batcher
+from svc.enqueue.message import Prepared, SubmitOptions, new_id, prepare, redis_envelope
+from svc.enqueue.workflows import Plan
 from svc.errors import ServiceUnavailable
-from svc.message import Prepared, SubmitOptions, new_id, prepare, redis_envelope
 from svc.settings import Settings
-from svc.workflows import Plan
+from svc.wire import events
 
 REPLAY_POLL = 0.05  # seconds between two looks at a claim another submit holds
 # Delete an Idempotency-Key only if it still holds this submit's claim (KEYS[1] the key, ARGV[1] the claim).

@@ -33,10 +33,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from svc import events, workflows
+from svc.enqueue import workflows
 from svc.settings import get_settings
+from svc.wire import events
 
-log = logging.getLogger("svc.publisher")
+log = logging.getLogger("svc.worker.publisher")
 
 _local: dict[str, Any] = {"pid": None, "client": None, "script": None, "hostname": None}
 HEARTBEAT_SECONDS = 2.0
@@ -278,7 +279,7 @@ def fail_message(app: Any, message: Any, exc: BaseException | None) -> None:
     queue) and, when its headers name a task, store and announce that task's FAILURE."""
     from celery.exceptions import InvalidTaskError
 
-    from svc.redis_transport import Channel, task_identity
+    from svc.worker.transport import Channel, task_identity
 
     error = exc if exc is not None else InvalidTaskError("not a Celery task message")
     reason = reject_reason(exc)

@@ -9,7 +9,7 @@ import orjson
 import redis.asyncio as aioredis
 from celery import Celery
 
-from svc import events
+from svc.wire import events
 
 
 class History:

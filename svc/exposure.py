@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from svc import jsonvalues
 from svc.errors import InvalidArguments
+from svc.wire import jsonvalues
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,7 +30,7 @@ class ExposedTask:
         With ``first_supplied`` the first parameter is left out: Celery passes it at run time (the
         previous result in a chain, the group's results to a chord callback).
         Raises InvalidArguments (422) with pydantic's error list when they do not fit, and when they hold
-        a value JSON would not carry exactly to the worker (svc.jsonvalues).
+        a value JSON would not carry exactly to the worker (svc.wire.jsonvalues).
         """
         inexact = jsonvalues.inexact_reason([args, kwargs])
         if inexact is not None:

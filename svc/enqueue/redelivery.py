@@ -26,9 +26,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from svc import events
+from svc.wire import events
 
-log = logging.getLogger("svc.redelivery")
+log = logging.getLogger("svc.enqueue.redelivery")
 
 BATCH = 100  # candidates looked at per sweep
 

@@ -104,7 +104,12 @@ export interface WebSocketLike {
 export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: any) => WebSocketLike;
 
 export interface ClientOptions {
-  /** The API's origin, e.g. "http://127.0.0.1:8000". Default: `location.origin` in a page. */
+  /**
+   * Where svc is served: its origin ("http://127.0.0.1:8000") or the prefix it is mounted at
+   * ("http://127.0.0.1:8000/svc", or in a page "/svc", resolved against `location`). Every HTTP and
+   * WebSocket URL is built under it (`<baseUrl>/tasks/add`, `ws(s)://…/svc/ws`); a trailing slash is
+   * ignored. Default (also for ""): `location.origin` in a page; required elsewhere.
+   */
   baseUrl?: string;
   /** Sent as `Authorization: Bearer` on every HTTP call (and the `ws` handshake). Never give it to a browser. */
   apiKey?: string;
@@ -203,6 +208,7 @@ export declare class Workflow<Result = unknown> extends Task<Result> {
 
 export declare class Client {
   constructor(options?: ClientOptions);
+  /** The absolute base every URL is built under, without a trailing slash, e.g. "http://127.0.0.1:8000/svc". */
   readonly baseUrl: string;
   /** True while the shared WebSocket is open. */
   readonly connected: boolean;
@@ -214,7 +220,7 @@ export declare class Client {
   workflow<Result = unknown>(spec: WorkflowSpec, options?: { signal?: AbortSignal }): Promise<Workflow<Result>>;
   /** A handle for an existing workflow. */
   workflowHandle<Result = unknown>(id: string, token?: string | null, taskIds?: string[]): Workflow<Result>;
-  /** One HTTP call: the parsed JSON body, or a typed HttpError / NetworkError. */
+  /** One HTTP call to `path` (a route, e.g. "/tasks") under baseUrl: the parsed JSON body, or a typed HttpError / NetworkError. */
   request<T = any>(
     method: string,
     path: string,

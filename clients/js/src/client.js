@@ -9,7 +9,9 @@ import { Task, Workflow } from "./task.js";
 
 /**
  * @typedef {object} ClientOptions
- * @property {string} [baseUrl]  the API's origin, e.g. "http://127.0.0.1:8000" (default: location.origin)
+ * @property {string} [baseUrl]  where svc is served: an origin ("http://127.0.0.1:8000") or the prefix it is
+ *   mounted at ("http://127.0.0.1:8000/svc"; in a page also "/svc", resolved against location); every HTTP
+ *   and WebSocket URL is built under it; a trailing slash is ignored (default: location.origin)
  * @property {string} [apiKey]   sent as `Authorization: Bearer` on every HTTP call, and on the WebSocket
  *   handshake where the WebSocket class can send headers (the `ws` package); browsers rely on task tokens
  * @property {any} [WebSocket]   a WHATWG WebSocket class (default: globalThis.WebSocket; on Node 20 pass
@@ -19,12 +21,46 @@ import { Task, Workflow } from "./task.js";
  * @property {number} [idleTimeout]  ms the socket stays open once nothing is watched (default 1000)
  */
 
+/**
+ * `baseUrl` made absolute (a relative one resolves against the page), without query, fragment or
+ * trailing slash; the page's origin when none (or "") is given.
+ * @param {string | undefined} baseUrl
+ * @returns {string}
+ */
+function resolveBase(baseUrl) {
+  const page = globalThis.location?.href;
+  if (!baseUrl) {
+    if (!page) throw new TypeError("svc-client: baseUrl is required outside a browser page");
+    return globalThis.location.origin;
+  }
+  let url;
+  try {
+    url = new URL(baseUrl, page);
+  } catch (error) {
+    const hint = page ? "" : " (a relative one needs a browser page to resolve against)";
+    throw new TypeError(`svc-client: baseUrl ${JSON.stringify(baseUrl)} is not a URL${hint}`, { cause: error });
+  }
+  url.search = "";
+  url.hash = "";
+  return url.href.replace(/\/+$/, "");
+}
+
+/**
+ * The URL of route `path` under `base`, keeping the base's path: ("http://h/svc", "/tasks/add") gives
+ * http://h/svc/tasks/add, where `new URL(path, base)` would drop "/svc".
+ * @param {string} base  as resolveBase returns it
+ * @param {string} path
+ * @returns {URL}
+ */
+function urlUnder(base, path) {
+  return new URL(`${base}/${path.replace(/^\/+/, "")}`);
+}
+
 export class Client {
   /** @param {ClientOptions} [options] */
   constructor({ baseUrl, apiKey, WebSocket, fetch, backoff, idleTimeout } = {}) {
-    const origin = baseUrl ?? globalThis.location?.origin;
-    if (!origin) throw new TypeError("svc-client: baseUrl is required outside a browser page");
-    /** @type {string} */ this.baseUrl = origin.replace(/\/+$/, "");
+    /** The absolute base every URL is built under, without a trailing slash. @type {string} */
+    this.baseUrl = resolveBase(baseUrl);
     /** @private */ this._apiKey = apiKey || null;
     /** @private */ this._fetch = fetch ?? globalThis.fetch?.bind(globalThis);
     if (typeof this._fetch !== "function") {
@@ -37,7 +73,7 @@ export class Client {
           '`import { WebSocket } from "ws"` and `new Client({ baseUrl, WebSocket })`',
       );
     }
-    const wsUrl = new URL("/ws", this.baseUrl);
+    const wsUrl = urlUnder(this.baseUrl, "/ws");
     wsUrl.protocol = wsUrl.protocol === "https:" ? "wss:" : "ws:";
     /** @private */
     this._socket = new MuxSocket({
@@ -107,12 +143,12 @@ export class Client {
    * One HTTP call to the API; resolves with the parsed JSON body, rejects with a typed HttpError
    * (problem details) or a NetworkError.
    * @param {string} method
-   * @param {string} path
+   * @param {string} path  a route of the SPEC ("/tasks"), taken under baseUrl's path
    * @param {{query?: Record<string, unknown>, body?: unknown, headers?: Record<string, string>,
    *   signal?: AbortSignal}} [init]
    */
   async request(method, path, { query, body, headers, signal } = {}) {
-    const url = new URL(path, this.baseUrl);
+    const url = urlUnder(this.baseUrl, path);
     for (const [key, value] of Object.entries(query ?? {})) {
       if (value != null) url.searchParams.set(key, String(value));
     }

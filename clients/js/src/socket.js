@@ -1,5 +1,5 @@
 /**
- * One reconnecting, multiplexed WebSocket to `/ws`, shared by every watched task of a Client.
+ * One reconnecting, multiplexed WebSocket to `<baseUrl>/ws`, shared by every watched task of a Client.
  *
  * Guarantees:
  * - opened lazily by the first `watch()`, closed `idleTimeout` ms after nothing is watched any more;
@@ -30,7 +30,7 @@ const FATAL_CLOSE_CODES = new Set([1008, 1009]);
 
 /**
  * @typedef {object} MuxSocketOptions
- * @property {string} url                    ws(s)://host/ws
+ * @property {string} url                    ws(s)://host[/prefix]/ws, without a query
  * @property {any} WebSocket                 a WHATWG-compatible WebSocket class
  * @property {Record<string, string>} [headers]  handshake headers (honoured by `ws`; browsers ignore them)
  * @property {import("./backoff.js").BackoffOptions} [backoff]

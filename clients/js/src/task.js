@@ -19,6 +19,7 @@ const TERMINAL = new Set(TERMINAL_STATES);
  * @property {(stream: Task) => void} watch
  * @property {(stream: Task) => void} unwatch
  * @property {(method: string, path: string, init?: {query?: Record<string, unknown>}) => Promise<any>} request
+ *   one HTTP call; `path` is a route ("/tasks/{id}") that the Client puts under its baseUrl
  */
 
 /** One task: its id, token and state, its events, its result. */

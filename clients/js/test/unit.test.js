@@ -112,17 +112,17 @@ describe("error mapping", () => {
   });
 });
 
-describe("HTTP calls", () => {
-  /** A fetch that records its calls and answers `answer`. */
-  function recorder(answer = () => new Response(JSON.stringify({ task_id: "t1", name: "add", token: "tok" }), { status: 202 })) {
-    /** @type {{url: string, init: any}[]} */ const calls = [];
-    const fetch = async (/** @type {string} */ url, /** @type {any} */ init) => {
-      calls.push({ url, init });
-      return answer();
-    };
-    return { calls, fetch };
-  }
+/** A fetch that records its calls and answers `answer`. */
+function recorder(answer = () => new Response(JSON.stringify({ task_id: "t1", name: "add", token: "tok" }), { status: 202 })) {
+  /** @type {{url: string, init: any}[]} */ const calls = [];
+  const fetch = async (/** @type {string} */ url, /** @type {any} */ init) => {
+    calls.push({ url, init });
+    return answer();
+  };
+  return { calls, fetch };
+}
 
+describe("HTTP calls", () => {
   test("submit POSTs the body with the key and the Idempotency-Key; cancel sends the token", T, async () => {
     const { calls, fetch } = recorder();
     const client = new Client({ baseUrl: "http://api.test/", apiKey: "k1", fetch, WebSocket: FakeWebSocket });
@@ -325,5 +325,77 @@ describe("socket rules (in-memory server)", () => {
     } finally {
       if (saved) globalThis.WebSocket = saved;
     }
+  });
+});
+
+describe("a base URL with a path (svc mounted under a prefix)", () => {
+  /**
+   * The URLs one client builds: submit, state, cancel, a workflow, a raw request, and the socket.
+   * @param {import("../src/index.js").Client} client @param {{url: string}[]} calls
+   */
+  async function urlsOf(client, calls) {
+    FakeWebSocket.instances = [];
+    calls.length = 0;
+    const task = await client.submit("add", { args: [2, 3] });
+    await task.fetchState();
+    await task.cancel();
+    await client.workflow({ chain: [] });
+    await client.request("GET", "/tasks", { query: { limit: 5 } });
+    task.on("event", () => {});
+    const socket = FakeWebSocket.instances[0].url;
+    client.close();
+    return [...calls.map((call) => call.url), socket];
+  }
+
+  test("every HTTP and WebSocket URL stays under the base's path; trailing slashes are ignored", T, async () => {
+    const { calls, fetch } = recorder();
+    for (const baseUrl of ["http://api.test/svc", "http://api.test/svc/", "http://api.test/svc//"]) {
+      const client = new Client({ baseUrl, fetch, WebSocket: FakeWebSocket, idleTimeout: 0 });
+      assert.equal(client.baseUrl, "http://api.test/svc", baseUrl);
+      assert.deepEqual(await urlsOf(client, calls), [
+        "http://api.test/svc/tasks/add",
+        "http://api.test/svc/tasks/t1?token=tok",
+        "http://api.test/svc/tasks/t1?token=tok",
+        "http://api.test/svc/workflows",
+        "http://api.test/svc/tasks?limit=5",
+        "ws://api.test/svc/ws?token=tok",
+      ], baseUrl);
+    }
+    const deep = new Client({ baseUrl: "https://api.test/a/b/", fetch, WebSocket: FakeWebSocket, idleTimeout: 0 });
+    const urls = await urlsOf(deep, calls);
+    assert.equal(urls[0], "https://api.test/a/b/tasks/add");
+    assert.equal(urls.at(-1), "wss://api.test/a/b/ws?token=tok");
+  });
+
+  test("in a page a relative base resolves against location; no base is the page's origin", T, async () => {
+    const { calls, fetch } = recorder();
+    // @ts-ignore Node has no location: play a page served at <prefix>/dashboard
+    globalThis.location = new URL("https://app.test/svc/dashboard?x=1#top");
+    try {
+      const prefixed = new Client({ baseUrl: "/svc/", fetch, WebSocket: FakeWebSocket, idleTimeout: 0 });
+      assert.equal(prefixed.baseUrl, "https://app.test/svc");
+      const urls = await urlsOf(prefixed, calls);
+      assert.equal(urls[0], "https://app.test/svc/tasks/add");
+      assert.equal(urls.at(-1), "wss://app.test/svc/ws?token=tok");
+      for (const baseUrl of [undefined, ""]) {
+        const root = new Client({ baseUrl, fetch, WebSocket: FakeWebSocket, idleTimeout: 0 });
+        assert.equal(root.baseUrl, "https://app.test");
+        const rootUrls = await urlsOf(root, calls);
+        assert.equal(rootUrls[0], "https://app.test/tasks/add");
+        assert.equal(rootUrls.at(-1), "wss://app.test/ws?token=tok");
+      }
+    } finally {
+      // @ts-ignore
+      delete globalThis.location;
+    }
+  });
+
+  test("a relative base outside a page is a clear error", T, () => {
+    const { fetch } = recorder();
+    assert.throws(
+      () => new Client({ baseUrl: "/svc", fetch, WebSocket: FakeWebSocket }),
+      /baseUrl "\/svc" is not a URL \(a relative one needs a browser page/,
+    );
+    assert.throws(() => new Client({ fetch, WebSocket: FakeWebSocket }), /baseUrl is required outside a browser page/);
   });
 });

@@ -18,7 +18,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from bench.common import percentile
-from svc.api import app, asgi
+try:
+    from svc.demo import app, asgi
+except ImportError:  # a tree from before svc/demo.py, measured with BENCH_SVC_TREE
+    from svc.api import app, asgi  # type: ignore[attr-defined, no-redef]
 from svc.tasks import diagnostic
 
 

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from svc.backoff import backoff
+from svc.backoff import Reconnects
 from svc.fanout.history import History
 from svc.wire import events
 
@@ -39,7 +39,6 @@ STEP = "STEP"
 PROBE_INTERVAL = 2.0
 STALE_AFTER = 3 * PROBE_INTERVAL + 1.0
 CONFIRM_TIMEOUT = 5.0
-STABLE_AFTER = 10.0
 
 
 class Sink(Protocol):
@@ -324,18 +323,16 @@ class Bridge:
     # listening -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        delays = backoff()
+        reconnects = Reconnects()
         while True:
-            connected_at = time.monotonic()
             try:
                 await self._connect()
+                reconnects.connected()
                 await self._listen()
             except (RedisError, OSError, StaleConnection) as exc:
                 self.connected.clear()
                 await self._drop_pubsub()
-                if time.monotonic() - connected_at > STABLE_AFTER:
-                    delays = backoff()
-                delay = next(delays)
+                delay = reconnects.next_delay()
                 log.warning("event=bridge_disconnected error=%r retry_in=%.2f", exc, delay)
                 await asyncio.sleep(delay)
 

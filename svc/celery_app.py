@@ -4,9 +4,8 @@
 in the broker and the result backend follows ``SVC_NAMESPACE``, so two deployments on one Redis stay
 apart: its task queue is named after the namespace, its result keys carry the namespace as a prefix,
 and its worker events and remote-control broadcasts use exchanges of the namespace's own.
-With a Redis broker its workers use svc's Redis transport (``broker_transport``, and the transport
-option ``svc_namespace``) and two consumer steps, so that no message on the queue can stop a worker and
-no message a lost connection held stays hidden until the visibility timeout (svc/worker_steps.py).
+It is instrumented like any team's app (``svc.instrument``, svc/worker/instrument.py says what that
+sets), and it is the one app svc makes at import: without ``-A``, every ``svc`` command serves it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from celery import Celery
 
 from svc.schedules import beat_schedule
 from svc.settings import get_settings
-from svc.worker import steps as worker_steps
+from svc.worker.instrument import instrument
 
 TASK_MODULES = ["svc.tasks.seed", "svc.tasks.diagnostic"]
 
@@ -74,13 +73,7 @@ def create_app() -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(settings),
     )
-    # svc's Redis transport and consumer steps: no message stops a worker, none is forgotten after a
-    # reconnect (svc/worker_steps.py says what this sets and why).
-    worker_steps.install(celery, settings.broker, namespace)
-    return celery
+    return instrument(celery, settings)
 
 
 app = create_app()
-
-# Connect the worker-side signal handlers that write svc's events (imported for its effect).
-import svc.worker.publisher  # noqa: E402, F401

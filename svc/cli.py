@@ -1,4 +1,8 @@
-"""The ``svc`` command: api, worker, beat, and dev (all of them, with a private Redis)."""
+"""The ``svc`` command: api, worker, beat, and dev (all of them, with a private Redis when needed).
+
+``-A``/``--app`` (or ``SVC_APP``) names the team's Celery app as ``celery -A`` does; without it every
+command serves svc's demo app (svc/celery_app.py).
+"""
 
 from __future__ import annotations
 
@@ -13,41 +17,82 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 DEV_PROCESSES = ("api", "worker", "beat")
 
+if TYPE_CHECKING:
+    from celery import Celery
 
-def run_api(host: str, port: int, log_level: str = "info", loop: str = "auto") -> None:
-    """Serve the FastAPI app with svc's WebSocket limits, its slow-client guards (svc.edge.http_guard), token
-    redaction in uvicorn's logs and a graceful shutdown (close 1001), on ``loop`` (asyncio, uvloop or
-    auto: uvloop when installed)."""
+    from svc.gateway import Gateway
+
+
+class AppNotFound(Exception):
+    """``-A`` names no Celery app that can be imported."""
+
+
+def load_app(spec: str | None) -> Celery:
+    """The Celery app ``spec`` names (``module`` or ``module:attribute``, found as ``celery -A`` finds
+    it, from the current directory), or svc's demo app for None; instrumented either way."""
+    from celery import Celery
+    from celery.app.utils import find_app
+
+    from svc.worker.instrument import instrument
+
+    if spec is None:
+        from svc.celery_app import app as demo
+
+        return demo
+    try:
+        found = find_app(spec)
+    except (ImportError, AttributeError) as exc:
+        raise AppNotFound(f"svc: cannot load the Celery app {spec!r}: {exc}") from None
+    if not isinstance(found, Celery):
+        raise AppNotFound(f"svc: {spec!r} is {type(found).__name__}, not a Celery app")
+    return instrument(found)
+
+
+def gateway_for(spec: str | None) -> Gateway:
+    """The gateway of the app ``spec`` names (the demo's own for None)."""
+    if spec is None:
+        from svc.demo import gateway
+
+        return gateway
+    from svc.gateway import Gateway
+
+    return Gateway(load_app(spec))
+
+
+def run_api(
+    host: str, port: int, log_level: str = "info", loop: str = "auto", app: str | None = None
+) -> None:
+    """Serve ``app``'s gateway with svc's WebSocket limits, its slow-client guards (svc.edge.http_guard),
+    token redaction in uvicorn's logs and a graceful shutdown (close 1001), on ``loop`` (asyncio,
+    uvloop or auto: uvloop when installed)."""
     import asyncio
 
     import uvicorn
 
+    from svc.edge import ws
     from svc.edge.http_guard import guarded_protocol
-    from svc.settings import get_settings
+
+    gateway = gateway_for(app)
 
     class GracefulServer(uvicorn.Server):
         """On SIGTERM/SIGINT, WebSockets get their queued frames and a 1001 before uvicorn's own
         shutdown, which would close them with 1012."""
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
-            from svc import api
-            from svc.edge import ws
-
-            runtime = getattr(api.app.state, "runtime", None)
-            if runtime is not None:
+            if gateway.started:
                 for server in self.servers:
                     server.close()  # accept no new connections while the open ones drain
-                await ws.shut_down_all(runtime)
+                await ws.shut_down_all(gateway.runtime)
             await super().shutdown(sockets)
 
-    settings = get_settings()
+    settings = gateway.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = uvicorn.Config(
-        "svc.api:asgi",
+        gateway.asgi,
         host=host,
         port=port,
         log_level=log_level,
@@ -66,22 +111,32 @@ def run_api(host: str, port: int, log_level: str = "info", loop: str = "auto") -
         server.run()  # with the loop factory of config.loop
 
 
-def run_worker(argv: list[str]) -> None:
-    """A Celery worker for svc's app with task events on; ``argv`` are celery worker options."""
-    from svc.celery_app import app
-
-    app.worker_main(["worker", "--task-events", *argv])
-
-
-def run_beat(argv: list[str]) -> None:
-    """Celery beat with the project's schedule; ``argv`` are celery beat options."""
-    from svc.celery_app import app
-
-    app.start(["beat", *argv])
+def run_worker(argv: list[str], app: str | None = None) -> None:
+    """A Celery worker for ``app``, instrumented, with task events on; ``argv`` are celery worker
+    options."""
+    load_app(app).worker_main(["worker", "--task-events", *argv])
 
 
-def run_dev(host: str, port: int) -> int:
-    """Redis (private unless SVC_REDIS_URL is set), the API, a worker and beat.
+def run_beat(argv: list[str], app: str | None = None) -> None:
+    """Celery beat with ``app``'s schedule; ``argv`` are celery beat options."""
+    load_app(app).start(["beat", *argv])
+
+
+def needs_private_redis(app: str | None, env: dict[str, str]) -> bool:
+    """True when svc dev must start a Redis: SVC_REDIS_URL is unset and, for a team's app, neither its
+    result backend nor its broker is Redis (the demo app's default Redis is always the private one)."""
+    if "SVC_REDIS_URL" in env:
+        return False
+    if app is None:
+        return True
+    from svc.wiring import backend_url_of, broker_url_of, is_redis
+
+    celery_app = load_app(app)
+    return not (is_redis(backend_url_of(celery_app)) or is_redis(broker_url_of(celery_app)))
+
+
+def run_dev(host: str, port: int, app: str | None = None) -> int:
+    """Redis (private when svc dev needs one: see needs_private_redis), the API, a worker and beat.
 
     Ctrl-C, SIGTERM and SIGHUP (its terminal closing) stop them all, Redis last, and remove the
     temporary folders svc dev made. On Linux, a svc dev that is killed outright takes them with it: the
@@ -105,11 +160,13 @@ def run_dev(host: str, port: int) -> int:
     children: dict[str, subprocess.Popen[bytes]] = {}
     code = 0
     try:
-        if "SVC_REDIS_URL" not in env:
+        if needs_private_redis(app, env):
             redis = start_redis(die_with_parent=True)
             env["SVC_REDIS_URL"] = redis.url
             _say(f"svc dev: started a private redis-server at {redis.url} (nothing saved to disk)")
         workdir = Path(tempfile.mkdtemp(prefix="svc-dev-"))
+        if app is not None:
+            env["SVC_APP"] = app
         commands = {
             "api": ["api", "--host", host, "--port", str(port)],
             "worker": ["worker", "--loglevel", "INFO", "--concurrency", "2"],
@@ -171,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``svc`` console script."""
     parser = argparse.ArgumentParser(prog="svc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    api = commands.add_parser("api", help="the FastAPI app under uvicorn")
+    api = commands.add_parser("api", help="the API for the app under uvicorn")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--log-level", default="info")
@@ -179,17 +236,47 @@ def main(argv: list[str] | None = None) -> int:
         "--loop", choices=("asyncio", "uvloop", "auto"), default="auto", help="auto: uvloop when installed"
     )
     commands.add_parser("worker", help="a Celery worker (extra options go to celery worker)", add_help=False)
-    commands.add_parser("beat", help="Celery beat with the project's schedule", add_help=False)
-    dev = commands.add_parser("dev", help="Redis, API, worker and beat in one command")
+    commands.add_parser("beat", help="Celery beat with the app's schedule", add_help=False)
+    dev = commands.add_parser("dev", help="Redis (if needed), API, worker and beat in one command")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
+    for command in (api, dev):
+        command.add_argument("-A", "--app", default=None, help="the Celery app, as celery -A takes it")
     args, rest = parser.parse_known_args(argv)
-    if args.command == "api":
-        run_api(args.host, args.port, args.log_level, args.loop)
-    elif args.command == "worker":
-        run_worker(rest)
-    elif args.command == "beat":
-        run_beat(rest)
-    elif args.command == "dev":
-        return run_dev(args.host, args.port)
+    try:
+        app = getattr(args, "app", None)
+        if args.command in ("worker", "beat"):
+            app, rest = split_app_option(rest)
+        app = app or os.environ.get("SVC_APP") or None
+        if args.command == "api":
+            run_api(args.host, args.port, args.log_level, args.loop, app)
+        elif args.command == "worker":
+            run_worker(rest, app)
+        elif args.command == "beat":
+            run_beat(rest, app)
+        elif args.command == "dev":
+            return run_dev(args.host, args.port, app)
+    except AppNotFound as exc:
+        print(exc, file=sys.stderr)
+        return 2
     return 0
+
+
+def split_app_option(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``-A APP`` / ``--app APP`` / ``--app=APP`` taken out of celery options (they go to Celery)."""
+    app, rest, index = None, [], 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in ("-A", "--app"):
+            if index + 1 >= len(argv):
+                raise AppNotFound(f"svc: {arg} needs a value (module or module:attribute)")
+            app, index = argv[index + 1], index + 2
+            continue
+        if arg.startswith("--app="):
+            app = arg.split("=", 1)[1]
+        elif arg.startswith("-A") and len(arg) > 2:
+            app = arg[2:]
+        else:
+            rest.append(arg)
+        index += 1
+    return app, rest

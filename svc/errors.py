@@ -11,6 +11,8 @@ SvcError
 ├── InvalidArguments      422  arguments fail the task's schema, or bad options
 ├── RateLimited           429  too many submits from one client (carries Retry-After)
 └── ServiceUnavailable    503  Redis or the broker cannot be reached in time
+
+ConfigurationError (not a response: svc refuses to start, saying what to change)
 """
 
 from __future__ import annotations
@@ -104,3 +106,8 @@ class ServiceUnavailable(SvcError):
     """Redis or the broker did not answer in time."""
 
     status, title = 503, "Service Unavailable"
+
+
+class ConfigurationError(Exception):
+    """svc cannot start as configured (a missing Redis, a task exposed twice, a bad ``-A``): raised at
+    startup with what to change, never answered to a client."""

@@ -14,19 +14,21 @@ from celery import Celery
 from celery._state import _set_task_join_will_block
 from redis.exceptions import RedisError
 
-import svc.tasks  # noqa: F401  (registers the exposed tasks with the app)
 from svc.bridge import Bridge
-from svc.celery_app import app as celery_app
-from svc.edge.ratelimit import RateLimiter
+from svc.enqueue.control import TaskControl
+from svc.enqueue.ratelimit import RateLimiter
 from svc.enqueue.redelivery import Redelivery
 from svc.enqueue.submit import Submitter
+from svc.exposure import ExposedTask
 from svc.fanout.history import History
+from svc.monitor import readiness
 from svc.monitor.feed import DashboardFeed
 from svc.monitor.live import Monitor
-from svc.monitor.metrics import Metrics
+from svc.monitor.metrics import LiveFigures, Metrics
 from svc.monitor.redis_policy import eviction_problem
 from svc.settings import Settings
 from svc.wire import events
+from svc.wiring import Wiring
 
 log = logging.getLogger("svc.runtime")
 WORKER_ONLINE_SECONDS = 10.0
@@ -40,12 +42,23 @@ async def _warn_if_evicting(redis: aioredis.Redis) -> None:
             log.error("event=redis_evicts_keys detail=%r", problem)
 
 
+def _plain_backend(app: Celery) -> bool:
+    """True when the app's result keys can be read straight from Redis: Celery's Redis backend storing
+    JSON (another serialiser, or a backend class of the app's own, is read through Celery)."""
+    from celery.backends.redis import RedisBackend
+
+    backend = app.backend
+    return type(backend) is RedisBackend and app.conf.result_serializer == "json"
+
+
 @dataclass
 class Runtime:
     """The API process's connections; made at startup, closed at shutdown."""
 
     settings: Settings
     app: Celery
+    wiring: Wiring
+    exposed: dict[str, ExposedTask]
     redis: aioredis.Redis
     backend_redis: aioredis.Redis | None
     submitter: Submitter
@@ -56,19 +69,22 @@ class Runtime:
     monitor: Monitor
     dashboard: DashboardFeed
     redelivery: Redelivery | None
+    control: TaskControl
     connections: set[Any] = field(default_factory=set)
     connections_by_client: Counter[str] = field(default_factory=Counter)
 
     @classmethod
-    async def start(cls, settings: Settings) -> Runtime:
-        """Open clients and start the bridge (which connects in the background)."""
+    async def start(
+        cls, settings: Settings, app: Celery, wiring: Wiring, exposed: dict[str, ExposedTask]
+    ) -> Runtime:
+        """Open clients and start the bridge (which connects in the background) for ``app``."""
         # Celery's "results will be joined synchronously" flag: with it, apply_async (used for
         # workflows and revokes) never SUBSCRIBEs this process to result channels it would not read.
         _set_task_join_will_block(True)
         # A blocking pool: a burst of requests waits for a connection (up to the timeout) instead of
         # failing with "too many connections".
         pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
+            wiring.events_url,
             max_connections=64,
             timeout=settings.redis_timeout,
             socket_timeout=settings.redis_timeout,
@@ -79,39 +95,41 @@ class Runtime:
         redis = aioredis.Redis(connection_pool=pool)
         await _warn_if_evicting(redis)
         backend_redis: aioredis.Redis | None = None
-        if settings.backend.startswith(("redis://", "rediss://", "unix://")):
+        if wiring.backend_url is not None and wiring.backend_is_redis and _plain_backend(app):
             backend_redis = (
                 redis
-                if settings.backend == settings.redis_url
-                else aioredis.Redis.from_url(settings.backend, socket_timeout=settings.redis_timeout)
+                if wiring.backend_url == wiring.events_url
+                else aioredis.Redis.from_url(wiring.backend_url, socket_timeout=settings.redis_timeout)
             )
-        history = History(redis, settings.namespace, celery_app, backend_redis)
+        history = History(redis, settings.namespace, app, backend_redis)
         # The bridge's pub/sub socket blocks on reads by design: give it no socket timeout of its own.
         pubsub_redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=settings.redis_timeout, client_name="svc-bridge"
+            wiring.events_url, socket_connect_timeout=settings.redis_timeout, client_name="svc-bridge"
         )
         bridge = Bridge(pubsub_redis, history, settings.namespace)
         await bridge.start()
-        submitter = Submitter(celery_app, settings, redis)
+        submitter = Submitter(app, settings, wiring, redis)
         limiter = RateLimiter(
             submitter.events_batcher, settings.namespace, settings.rate_limit, settings.rate_burst
         )
         redelivery = None
         if settings.redeliver_after and submitter.broker_is_events_redis:
-            transport = dict(celery_app.conf.broker_transport_options or {})
+            transport = dict(app.conf.broker_transport_options or {})
             unacked = transport.get("global_keyprefix", "") + transport.get("unacked_key", "unacked")
             redelivery = Redelivery(redis, settings.namespace, settings.redeliver_after, unacked)
             redelivery.start()
         metrics = Metrics()
         broker_redis = submitter.broker_redis if submitter.broker_is_redis else None
-        monitor = Monitor(settings, redis, pubsub_redis, broker_redis, celery_app, metrics)
+        monitor = Monitor(settings, redis, pubsub_redis, broker_redis, app, metrics)
         dashboard = DashboardFeed(monitor)
         if settings.monitor:
             await monitor.start()
             dashboard.start()
         runtime = cls(
             settings,
-            celery_app,
+            app,
+            wiring,
+            exposed,
             redis,
             backend_redis,
             submitter,
@@ -122,9 +140,24 @@ class Runtime:
             monitor,
             dashboard,
             redelivery,
+            TaskControl(settings, app, redis, history, submitter, exposed),
         )
-        metrics.watch(runtime)
+        metrics.watch(runtime.live_figures)
         return runtime
+
+    def live_figures(self) -> LiveFigures:
+        """What /metrics reports of this process's live state, read now."""
+        return LiveFigures(
+            connections=len(self.connections),
+            subscriptions=self.bridge.subscriptions,
+            bridge_reconnects=max(0, self.bridge.reconnects - 1),
+            events_routed=self.bridge.events_routed,
+            redelivered=self.redelivery.resent if self.redelivery is not None else 0,
+            monitor_reconnects=self.monitor.reconnects,
+            malformed=self.monitor.malformed,
+            workers_online={worker.hostname: worker.online for worker in self.monitor.workers.all()},
+            queue_depth=dict(self.monitor.queue_depth),
+        )
 
     async def stop(self) -> None:
         """Stop the bridge, the monitor and close every client."""
@@ -156,6 +189,18 @@ class Runtime:
         key = events.task_key(self.settings.namespace, task_id)
         workflow_id = await self.redis.hget(key, "workflow")
         return workflow_id.decode() if isinstance(workflow_id, bytes) else None
+
+    async def readiness(self) -> dict[str, Any]:
+        """What ``GET /readyz`` answers (ServiceUnavailable with the reason when not ready)."""
+        submitter = self.submitter
+        return await readiness.check(
+            self.redis,
+            submitter.broker_redis if submitter.broker_is_redis else None,
+            self.app,
+            self.settings.redis_timeout,
+            self.online_workers,
+            self.bridge.connected.is_set(),
+        )
 
     async def online_workers(self) -> list[str]:
         """Hostnames of workers whose heartbeat is recent."""

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from celery.schedules import crontab, schedule
+from celery import Celery
+from celery.schedules import crontab, maybe_schedule, schedule
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from svc.settings import Settings
@@ -70,23 +71,32 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-def describe(settings: Settings, now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Each entry with its next run time (as if it last ran now, for interval entries)."""
+def describe(app: Celery, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Each entry of ``app``'s ``beat_schedule`` with its next run time (as if it last ran now, for
+    interval entries): ``cron`` for a crontab, ``every`` (seconds) for an interval."""
     now = now or dt.datetime.now(dt.UTC)
     described = []
-    for name, entry in entries(settings).items():
-        timing = entry.celery_schedule()
+    for name, entry in (app.conf.beat_schedule or {}).items():
+        timing = maybe_schedule(entry.get("schedule"), app=app)
         timing.nowfun = lambda: now
         next_run = now + timing.remaining_estimate(now)
         described.append(
             {
                 "name": name,
-                "task": entry.task,
-                "cron": entry.cron,
-                "every": entry.every,
-                "args": entry.args,
-                "kwargs": entry.kwargs,
+                "task": entry.get("task"),
+                "cron": _cron_of(timing),
+                "every": timing.run_every.total_seconds() if type(timing) is schedule else None,
+                "args": list(entry.get("args") or ()),
+                "kwargs": dict(entry.get("kwargs") or {}),
                 "next_run_at": next_run.isoformat(),
             }
         )
     return described
+
+
+def _cron_of(timing: Any) -> str | None:
+    """A crontab's five fields as it was written, or None for another kind of schedule."""
+    if not isinstance(timing, crontab):
+        return None
+    fields = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+    return " ".join(str(getattr(timing, f"_orig_{field}")) for field in fields)

@@ -1,18 +1,21 @@
 """svc's settings: one typed object read from `SVC_*` environment variables.
 
-Every field is documented in the README's settings table; keep the two in step.
+Every field is documented in the README's settings table (a test keeps the two in step). Nothing in svc
+reads them from a global: ``svc.instrument``, ``svc.Gateway`` and the commands each make (or are given)
+a ``Settings``; only svc's demo app reads the process's settings once, through ``get_settings``.
 """
 
 from __future__ import annotations
 
 import secrets
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
+DEMO_REDIS_URL = "redis://127.0.0.1:6379/0"  # the demo app's Redis when SVC_REDIS_URL is unset
 
 
 class Settings(BaseSettings):
@@ -20,11 +23,26 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="SVC_", extra="ignore")
 
-    redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", description="events, history, pub/sub; default broker/backend"
+    redis_url: str | None = Field(
+        None,
+        description=(
+            "events, history, pub/sub; unset: the app's result backend if it is Redis, else its broker "
+            "if it is Redis (the demo app: redis://127.0.0.1:6379/0)"
+        ),
     )
-    broker_url: str | None = Field(None, description="Celery broker (Redis or AMQP); defaults to redis_url")
-    result_backend: str | None = Field(None, description="Celery result backend; defaults to redis_url")
+    broker_url: str | None = Field(
+        None, description="the demo app's Celery broker (Redis or AMQP); defaults to redis_url"
+    )
+    result_backend: str | None = Field(
+        None, description="the demo app's Celery result backend; defaults to redis_url"
+    )
+    app: str | None = Field(
+        None, description="the Celery app the commands serve, as celery -A takes it (module or module:name)"
+    )
+    expose: CommaList = Field(
+        default_factory=list,
+        description="names or glob patterns of the app's tasks to expose over HTTP (beside svc.expose)",
+    )
     api_keys: CommaList = Field(
         default_factory=list, description="comma-separated API keys; empty = auth off"
     )
@@ -107,7 +125,7 @@ class Settings(BaseSettings):
         None, description="path of a JSON file of extra/overriding beat entries"
     )
 
-    @field_validator("api_keys", "allowed_origins", mode="before")
+    @field_validator("api_keys", "allowed_origins", "expose", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -122,13 +140,20 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        """The Celery broker URL in force."""
-        return self.broker_url or self.redis_url
+        """The demo app's Celery broker URL."""
+        return self.broker_url or self.redis_url or DEMO_REDIS_URL
 
     @property
     def backend(self) -> str:
-        """The Celery result backend URL in force."""
-        return self.result_backend or self.redis_url
+        """The demo app's Celery result backend URL."""
+        return self.result_backend or self.redis_url or DEMO_REDIS_URL
+
+    @cached_property
+    def signing_keys(self) -> tuple[bytes, ...]:
+        """Keys for task tokens, newest first: the first signs, all verify (rotation). From
+        SVC_SECRET_KEY (comma-separated), else one random key for these settings (development)."""
+        configured = [key.strip() for key in (self.secret_key or "").split(",") if key.strip()]
+        return tuple(key.encode() for key in configured) or (secrets.token_bytes(32),)
 
     @property
     def auth_enabled(self) -> bool:
@@ -138,13 +163,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once from the environment."""
+    """The process's settings, read once from the environment: for svc's demo app and its tasks only."""
     return Settings()
-
-
-@lru_cache(maxsize=1)
-def signing_keys() -> tuple[bytes, ...]:
-    """Keys for task tokens, newest first: the first signs, all verify (rotation). From
-    SVC_SECRET_KEY (comma-separated), else one random key for this process (development)."""
-    configured = [key.strip() for key in (get_settings().secret_key or "").split(",") if key.strip()]
-    return tuple(key.encode() for key in configured) or (secrets.token_bytes(32),)

@@ -135,7 +135,7 @@ def start_worker(redis_url: str, tmp: Path, name: str, *args: str, **env: str) -
     return Service(process, log, hostname=hostname)
 
 
-ASGI, FASTAPI_ONLY = "svc.api:asgi", "svc.api:app"  # what `svc api` serves; the FastAPI app alone
+ASGI, FASTAPI_ONLY = "svc.demo:asgi", "svc.demo:app"  # what `svc api` serves; the FastAPI app alone
 
 
 def start_api(
@@ -148,7 +148,7 @@ def start_api(
     **env: str,
 ) -> Service:
     """A real API process under uvicorn; returns once /healthz answers. ``target`` ASGI is ``svc api``;
-    FASTAPI_ONLY is ``uvicorn svc.api:app`` with the same WebSocket limits (the FastAPI routes alone,
+    FASTAPI_ONLY is ``uvicorn svc.demo:app`` with the same WebSocket limits (the FastAPI routes alone,
     without svc's fast lanes in front), so that one suite can hold both to the same answers."""
     port = port or free_port()
     log = tmp / f"{name}.log"
@@ -165,14 +165,22 @@ def start_api(
         args = [target, "--port", str(port), "--log-level", log_level, *limits]
         process = spawn(args, full_env, log, module="uvicorn")
 
-    def healthy() -> bool:
+    wait_until_answers(f"http://127.0.0.1:{port}/healthz", process, f"API {name}")
+    return Service(process, log, port, full_env)
+
+
+def wait_until_answers(
+    url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 30, status: int = 200
+) -> None:
+    """Poll ``url`` until it answers ``status`` (fail with ``what`` if ``process`` dies first)."""
+
+    def answers() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            return httpx.get(url, timeout=2).status_code == status
         except httpx.HTTPError:
             return False
 
-    wait_for(healthy, 30, f"API {name}", process)
-    return Service(process, log, port, full_env)
+    wait_for(answers, timeout, what, process)
 
 
 @pytest.fixture(scope="session")
@@ -216,7 +224,7 @@ def api(asgi_api: Service) -> Service:
 
 @pytest.fixture(scope="session")
 def fastapi_only_api(redis_url: str, session_dir: Path, worker: Service) -> Iterator[Service]:
-    """The FastAPI app alone (``uvicorn svc.api:app``), for the suites that run against both."""
+    """The FastAPI app alone (``uvicorn svc.demo:app``), for the suites that run against both."""
     service = start_api(redis_url, session_dir, name="api-fastapi-only", target=FASTAPI_ONLY)
     yield service
     service.stop()

@@ -12,7 +12,7 @@ import pytest
 import redis
 import websockets
 
-from svc.backoff import backoff
+from svc.backoff import Reconnects
 from svc.fanout.outbox import Outbox, Overflow
 
 from .conftest import NAMESPACE, Service, assert_in_order, plain_celery, states, submit, until, watch
@@ -163,9 +163,20 @@ async def test_outbox_overflows_past_twice_its_limit() -> None:
         await outbox.get()
 
 
-def test_backoff_starts_small_grows_and_caps() -> None:
-    delays = backoff(initial=0.1, factor=2, cap=1.0, rng=random.Random(7))
-    taken = [next(delays) for _ in range(12)]
-    assert 0 <= taken[0] <= 0.1
-    assert all(delay <= 1.0 for delay in taken)
-    assert max(taken[-4:]) > 0.5  # grew to near the cap
+def test_reconnects_use_full_jitter_grow_cap_and_reset_after_a_stable_connection() -> None:
+    now = [0.0]
+    reconnects = Reconnects(base=0.1, cap=1.0, stable_after=10.0, rng=random.Random(7), clock=lambda: now[0])
+    ceilings, delays = [], []
+    for _ in range(6):
+        ceilings.append(reconnects.ceiling())
+        delays.append(reconnects.next_delay())
+    assert ceilings == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert all(0 <= delay < ceiling for delay, ceiling in zip(delays, ceilings, strict=True))
+    assert min(delay / ceiling for delay, ceiling in zip(delays, ceilings, strict=True)) < 0.5  # not "equal"
+    reconnects.connected()
+    now[0] += 5.0  # lost before it was stable: the attempts go on growing
+    reconnects.next_delay()
+    assert reconnects.ceiling() == 1.0
+    reconnects.connected()
+    now[0] += 10.0  # stable: start again from the first attempt
+    assert reconnects.next_delay() < 0.1 and reconnects.ceiling() == 0.2

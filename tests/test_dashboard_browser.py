@@ -6,6 +6,7 @@ tasks, 10,000 rows that stay responsive, and the API key flow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -34,6 +35,35 @@ CHROMIUM_ARGS = [
 VIEWPORT: ViewportSize = {"width": 1440, "height": 1100}
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@contextlib.asynccontextmanager
+async def chromium_page() -> AsyncIterator[tuple[Page, list[str]]]:
+    """A page in Debian's Chromium (skips the test without one), with the page errors it raises."""
+    if not HAVE_CHROMIUM:
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            yield page, problems
+        finally:
+            await browser.close()
+
+
+async def demo_counts_to_three(page: Page, url: str) -> str | None:
+    """Open the demo page at ``url``, submit ``count_to`` 3 with its form, and wait for its card to show
+    SUCCESS; the result the card shows."""
+    await page.goto(url)
+    await page.fill("#count-n", "3")
+    await page.fill("#count-delay", "0.05")
+    await page.click("#count-submit")
+    card = page.locator('.task[data-task-name="count_to"]').first
+    await card.locator('[data-testid="result"]').wait_for(timeout=60_000)
+    assert await card.locator('[data-testid="state"]').text_content() == "SUCCESS"
+    return await card.locator('[data-testid="result"]').text_content()
 
 
 @pytest.fixture

@@ -24,6 +24,11 @@ def test_js_sdk_suite_passes() -> None:
     result = subprocess.run(
         ["npm", "test"], cwd=JS, env=env, capture_output=True, text=True, timeout=840, check=False
     )
-    tail = "\n".join((result.stdout + result.stderr).splitlines()[-60:])
-    assert result.returncode == 0, f"npm test failed:\n{tail}"
+    lines = (result.stdout + result.stderr).splitlines()
+    tail = "\n".join(lines[-60:])
+    # the failing subtests themselves, with what node:test says of each, not only the summary
+    failures = "\n".join(
+        "\n".join(lines[index : index + 25]) for index, line in enumerate(lines) if "not ok" in line
+    )
+    assert result.returncode == 0, f"npm test failed:\n{failures}\n…\n{tail}"
     print(tail)

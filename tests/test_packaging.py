@@ -12,12 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright
 
 from svc.embedded import free_port, start_redis
 
 from .conftest import ROOT, Service, wait_for
-from .test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, HAVE_CHROMIUM
+from .test_dashboard_browser import chromium_page, demo_counts_to_three
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -100,22 +99,6 @@ async def test_the_wheel_serves_the_sdk_and_the_pages(deployed: str) -> None:
 
 
 async def test_demo_from_the_wheel_submits_and_shows_the_result(deployed: str) -> None:
-    if not HAVE_CHROMIUM:
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            problems: list[str] = []
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            await page.goto(f"{deployed}/demo")
-            await page.fill("#count-n", "3")
-            await page.fill("#count-delay", "0.05")
-            await page.click("#count-submit")
-            card = page.locator('.task[data-task-name="count_to"]').first
-            await card.locator('[data-testid="result"]').wait_for(timeout=60_000)
-            assert await card.locator('[data-testid="result"]').text_content() == "3"
-            assert await card.locator('[data-testid="state"]').text_content() == "SUCCESS"
-            assert not problems, problems
-        finally:
-            await browser.close()
+    async with chromium_page() as (page, problems):
+        assert await demo_counts_to_three(page, f"{deployed}/demo") == "3"
+        assert not problems, problems

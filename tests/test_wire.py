@@ -50,7 +50,7 @@ def kombu_message(redis_url: str, task_id: str, options: dict[str, Any]) -> tupl
 
 
 def ours(task_id: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    prepared = prepare(svc_app, task_id, "add", {"x": 2, "y": 3}, SubmitOptions(**options))
+    prepared = prepare(svc_app, task_id, "add", {"x": 2, "y": 3}, SubmitOptions(**options), {})
     key, raw = redis_envelope(prepared, 2, {})
     return key, json.loads(raw)
 
@@ -180,3 +180,37 @@ async def test_api_never_subscribes_to_result_channels(
     channels = [f"{NAMESPACE}:celery-task-meta-{task_id}" for task_id in task_ids]
     counts = redis_client.pubsub_numsub(*channels)
     assert all(count == 0 for _, count in counts), counts
+
+
+def test_every_event_shape_svc_sends_is_the_event_model() -> None:
+    """One declaration of the frame: each shape encode_body writes, numbered as the publish script
+    numbers it, is an ``Event`` with no field the model does not declare."""
+    from svc.fanout.history import snapshot_from_meta
+    from svc.wire.events import Event, encode_body, lost_snapshot, numbered
+
+    shapes = [
+        encode_body("t", "add", "PENDING"),
+        encode_body("t", "add", "RECEIVED", worker="w@h", args="2, 3"),
+        encode_body("t", "add", "PROGRESS", progress={"current": 1, "total": 2, "message": None}),
+        encode_body("t", "add", "RETRY", error=ValueError("x"), retries=1, eta="2026-01-01T00:00:00+00:00"),
+        encode_body("t", "add", "SUCCESS", result=2**64, runtime=0.5),
+        encode_body("t", "add", "FAILURE", error=ValueError("x"), retries=3, retries_exhausted=True),
+        encode_body("t", "add", "SUCCESS", result=1, workflow_id="w", step=0, step_seq=4),
+        encode_body("w", "chain", "FAILURE", error={"type": "E", "message": "m"}, step=1, failed_task_id="t"),
+        encode_body("w", "group", "SUCCESS", result=[1, 2], steps=["a", "b"]),
+    ]
+    for body in shapes:
+        Event.model_validate_json(numbered(3, body))
+    Event.model_validate_json(lost_snapshot("t", "STARTED"))
+    meta = {
+        "status": "FAILURE",
+        "name": "add",
+        "date_done": "2026-01-01T00:00:00",
+        "retries": 0,
+        "result": {"exc_type": "ValueError", "exc_message": ["bad"]},
+    }
+    snapshot = Event.model_validate_json(snapshot_from_meta("t", meta))
+    assert snapshot.seq == 0 and snapshot.recovered is False and snapshot.error is not None
+    assert snapshot.ts == 1767225600.0
+    with pytest.raises(TypeError, match="not fields of an event"):
+        encode_body("t", "add", "SUCCESS", colour="red")

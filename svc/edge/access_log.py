@@ -3,7 +3,7 @@ logs request lines on ``uvicorn.access``, WebSocket handshakes (accepted, refuse
 and, at trace level, whole ASGI scopes on ``uvicorn.asgi``.
 
 svc's app installs the filter when its lifespan starts, so the tokens are redacted however the app is
-served (``svc api``, or ``uvicorn svc.api:app``), once uvicorn has configured its loggers.
+served (``svc api``, or ``uvicorn svc.demo:app``), once uvicorn has configured its loggers.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from svc.edge import tokens
 from svc.errors import Forbidden, Unauthorized
-from svc.settings import Settings, signing_keys
+from svc.settings import Settings
 
 
 def bearer(authorization: str | None) -> str | None:
@@ -52,7 +52,7 @@ async def require_task_access(
         return
     if token is None:
         raise Unauthorized("an API key or this task's token is required")
-    keys = signing_keys()
+    keys = settings.signing_keys
     if tokens.verify(keys, token, [task_id]):
         return
     workflow_id = await workflow_of(task_id) if workflow_of is not None else None
@@ -69,7 +69,7 @@ def client_identity(settings: Settings, authorization: str | None, host: str | N
 
 def issue_token(settings: Settings, *task_ids: str) -> str:
     """A token that opens exactly these task ids for SVC_TOKEN_TTL seconds."""
-    return tokens.issue(signing_keys()[0], task_ids, settings.token_ttl)
+    return tokens.issue(settings.signing_keys[0], task_ids, settings.token_ttl)
 
 
 def plausible_token(token: str | None) -> bool:

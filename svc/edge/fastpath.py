@@ -5,84 +5,81 @@ injection and exception middlewares (BENCHMARKS.md, "Where the time goes"):
 - the task WebSockets: a connection lives for hours, and every middleware and routing frame FastAPI
   keeps alive under it is memory held per subscriber.
 
-The FastAPI routes of the same paths stay: they document the operations and run the same handlers if
-this layer is not installed. Everything else passes through untouched.
+The lanes hold no paths of their own: each serves a route of the FastAPI app, found by its name and
+matched with the route's own ``matches`` (the same path pattern, parameters and ``root_path`` handling
+as FastAPI's router, so a mount under a prefix changes nothing). The routes stay in the app: they
+document the operations in OpenAPI and run the same handlers when a request reaches them. Everything
+else passes through untouched.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from svc.errors import PayloadTooLarge, SvcError
+from svc.edge.limits import read_body
 
-PREFIX = "/tasks/"
-# (app scope, task name, request headers, raw body, client host) -> the response
-Handler = Callable[[Scope, str, Headers, bytes, str | None], Awaitable[Response]]
+# (scope, path parameters, request headers, raw body, client host) -> the response
+SubmitHandler = Callable[[Scope, dict[str, Any], Headers, bytes, str | None], Awaitable[Response]]
 ErrorResponse = Callable[[Exception], Response]
-# (scope, receive, send) -> whether it was a WebSocket route it serves (and has served)
-WebSocketHandler = Callable[[Scope, Receive, Send], Awaitable[bool]]
+# (scope, receive, send, path parameters) -> None, once the socket is served
+SocketHandler = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 
 
-class SubmitFastPath:
-    """Serve ``POST /tasks/{name}`` with ``handler``; pass every other request to ``app``."""
+def route_named(routes: list[BaseRoute], name: str) -> BaseRoute:
+    """The app's route called ``name`` (KeyError when the app declares none)."""
+    for route in routes:
+        if getattr(route, "name", None) == name:
+            return route
+    raise KeyError(f"no route named {name!r}")
 
-    def __init__(self, app: ASGIApp, handler: Handler, error_response: ErrorResponse, limit: int) -> None:
+
+class FastLanes:
+    """Serve one POST route and some WebSocket routes of ``app`` with handlers of their own; pass every
+    other request to ``app``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: list[BaseRoute],
+        submit: tuple[str, SubmitHandler],
+        sockets: Mapping[str, SocketHandler],
+        error_response: ErrorResponse,
+        limit: int,
+    ) -> None:
         self.app = app
-        self.handler = handler
+        self.submit_route = route_named(routes, submit[0])
+        self.submit = submit[1]
+        self.sockets = [(route_named(routes, name), handler) for name, handler in sockets.items()]
         self.error_response = error_response
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        name = path[len(PREFIX) :]
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or not path.startswith(PREFIX)
-            or not name
-            or "/" in name
-        ):
-            await self.app(scope, receive, send)
-            return
+        kind = scope["type"]
+        if kind == "http" and scope["method"] == "POST":
+            match, child = self.submit_route.matches(scope)
+            if match is Match.FULL:
+                await self._submit(scope, receive, send, child["path_params"])
+                return
+        elif kind == "websocket":
+            for route, handler in self.sockets:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    await handler(scope, receive, send, child["path_params"])
+                    return
+        await self.app(scope, receive, send)
+
+    async def _submit(self, scope: Scope, receive: Receive, send: Send, params: dict[str, Any]) -> None:
         headers = Headers(scope=scope)
         client = scope.get("client")
         try:
-            raw = await self._body(headers, receive)
-            response = await self.handler(scope, name, headers, raw, client[0] if client else None)
+            raw = await read_body(receive, self.limit, headers.get("content-length"))
+            response = await self.submit(scope, params, headers, raw, client[0] if client else None)
         except Exception as exc:  # mapped exactly as the app's exception handlers map it
             response = self.error_response(exc)
         await response(scope, receive, send)
-
-    async def _body(self, headers: Headers, receive: Receive) -> bytes:
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            raise PayloadTooLarge(f"the body is over {self.limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise SvcError("the client went away")
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                raise PayloadTooLarge(f"the body is over {self.limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-class WebSocketFastPath:
-    """Offer every WebSocket connection to ``handler``; those it does not serve go to ``app``."""
-
-    def __init__(self, app: ASGIApp, handler: WebSocketHandler) -> None:
-        self.app = app
-        self.handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket" or not await self.handler(scope, receive, send):
-            await self.app(scope, receive, send)

@@ -57,14 +57,26 @@ class Prepared:
     queue_name: str
 
 
-def prepare(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], options: SubmitOptions) -> Prepared:
-    """Build the protocol-2 message ``apply_async`` would build, with no I/O."""
+Routes = dict[tuple[str, str | None, int | None], dict[str, Any]]  # one app's route cache (route_of)
+
+
+def prepare(
+    app: Celery,
+    task_id: str,
+    name: str,
+    kwargs: dict[str, Any],
+    options: SubmitOptions,
+    routes: Routes,
+    args: tuple[Any, ...] = (),
+) -> Prepared:
+    """Build the protocol-2 message ``apply_async`` would build, with no I/O (``routes``: the app's
+    route cache, kept by its submitter)."""
     route_options: dict[str, Any] = {}
     if options.priority is not None:
         route_options["priority"] = options.priority
     if options.queue:
         route_options["queue"] = options.queue
-    route = route_of(app, name, route_options, kwargs)
+    route = route_of(app, routes, name, route_options, args, kwargs)
     expires = options.expires
     if expires is not None:
         seconds = (
@@ -80,14 +92,14 @@ def prepare(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], option
     headers, properties, body, _ = app.amqp.as_task_v2(
         task_id,
         name,
-        (),
+        args,
         kwargs,
         countdown=options.countdown,
         eta=options.eta,
         expires=expires,
         reply_to=app.thread_oid,
         create_sent_event=False,
-        argsrepr="()",
+        argsrepr=str(saferepr(args, app.amqp.argsrepr_maxsize)) if args else "()",
         kwargsrepr=kwargs_repr(app, kwargs),
         origin=origin(),
     )
@@ -99,19 +111,26 @@ def prepare(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], option
     )
 
 
-_routes: dict[tuple[str, str | None, int | None], dict[str, Any]] = {}
-_origin: tuple[int, str] | None = None
+_origin: tuple[int, str] | None = None  # this process's (pid, origin header): the same for every app
 
 
-def route_of(app: Celery, name: str, options: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The router's answer for this task and options (a fresh dict the caller may change). Cached per
-    name, queue and priority when the app has no ``task_routes`` (which may look at the arguments)."""
+def route_of(
+    app: Celery,
+    routes: Routes,
+    name: str,
+    options: dict[str, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """The router's answer for this task and options (a fresh dict the caller may change). Cached in
+    ``routes`` per name, queue and priority when the app has no ``task_routes`` (which may look at the
+    arguments)."""
     if app.conf.task_routes:
-        return dict(app.amqp.router.route(options, name, (), kwargs, app.tasks.get(name)))
+        return dict(app.amqp.router.route(options, name, args, kwargs, app.tasks.get(name)))
     key = (name, options.get("queue"), options.get("priority"))
-    route = _routes.get(key)
+    route = routes.get(key)
     if route is None:
-        route = _routes[key] = app.amqp.router.route(dict(options), name, (), {}, app.tasks.get(name))
+        route = routes[key] = app.amqp.router.route(dict(options), name, (), {}, app.tasks.get(name))
     return dict(route)
 
 

@@ -3,9 +3,10 @@
 The message is Celery's own: headers and body come from ``app.amqp.as_task_v2`` and routing from
 ``app.amqp.router``, exactly as ``apply_async`` builds them. Only the last hop differs:
 
-- Redis broker, direct route: the transport envelope is written here and ``LPUSH``ed with
-  ``redis.asyncio`` in the same round trip that records the task's PENDING event.
-- Any other broker or route (AMQP, topic/fanout exchanges): kombu publishes it in a worker thread.
+- Redis broker, direct route, JSON serialiser: the transport envelope is written here and ``LPUSH``ed
+  with ``redis.asyncio`` in the same round trip that records the task's PENDING event.
+- Any other broker, route or serialiser (AMQP, topic/fanout exchanges, an app sending pickle or msgpack):
+  kombu publishes it in a worker thread, serialised as the app says.
 
 Neither path calls ``backend.on_task_call``, so the API process never subscribes to result channels.
 """
@@ -25,11 +26,13 @@ from redis.exceptions import NoScriptError, RedisError
 
 from svc.enqueue import idempotency
 from svc.enqueue.batcher import Batcher
-from svc.enqueue.message import Prepared, SubmitOptions, new_id, prepare, redis_envelope
+from svc.enqueue.message import Prepared, Routes, SubmitOptions, new_id, prepare, redis_envelope
 from svc.enqueue.workflows import Plan
 from svc.errors import ServiceUnavailable
 from svc.settings import Settings
 from svc.wire import events
+from svc.wiring import Wiring
+from svc.worker.sender import pending_recorded
 
 REPLAY_POLL = 0.05  # seconds between two looks at a claim another submit holds
 # Delete an Idempotency-Key only if it still holds this submit's claim (KEYS[1] the key, ARGV[1] the claim).
@@ -52,7 +55,7 @@ class SubmitRequest(BaseModel):
 def _publish_with_kombu(app: Celery, prepared: Prepared) -> None:
     """Publish through kombu (blocking): for AMQP and exchange routes. Runs in a worker thread."""
     message = (prepared.headers, prepared.properties, prepared.body, None)
-    with app.producer_or_acquire() as producer:
+    with pending_recorded(), app.producer_or_acquire() as producer:
         app.amqp.send_task_message(producer, prepared.name, message, **prepared.route)
 
 
@@ -68,17 +71,17 @@ class Submitted:
 class Submitter:
     """Records PENDING and enqueues, asynchronously, on the configured broker."""
 
-    def __init__(self, app: Celery, settings: Settings, events_redis: aioredis.Redis) -> None:
+    def __init__(self, app: Celery, settings: Settings, wiring: Wiring, events_redis: aioredis.Redis) -> None:
         self.app = app
         self.settings = settings
         self.redis = events_redis
-        self.broker_is_events_redis = settings.broker == settings.redis_url
-        self.broker_is_redis = settings.broker.startswith(("redis://", "rediss://", "unix://"))
+        self.broker_is_events_redis = wiring.broker_is_events_redis
+        self.broker_is_redis = wiring.broker_is_redis
         self.broker_redis = (
             events_redis
             if self.broker_is_events_redis or not self.broker_is_redis
             else aioredis.Redis.from_url(
-                settings.broker,
+                wiring.broker_url,
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,
             )
@@ -88,22 +91,31 @@ class Submitter:
         self.broker_batcher = Batcher(self.broker_redis) if separate_broker else self.events_batcher
         self.delivery_mode = int((app.conf.task_default_delivery_mode == "persistent" and 2) or 1)
         self.transport = dict(app.conf.broker_transport_options or {})
+        # The message is written here only as kombu would write it for a JSON app; any other serialiser
+        # or compression goes through kombu itself.
+        self.writes_json = app.conf.task_serializer == "json" and not app.conf.task_compression
+        self.routes: Routes = {}
 
     async def submit(
-        self, name: str, kwargs: dict[str, Any], options: SubmitOptions, idempotency_key: str | None = None
+        self,
+        name: str,
+        kwargs: dict[str, Any],
+        options: SubmitOptions,
+        idempotency_key: str | None = None,
+        args: tuple[Any, ...] = (),
     ) -> Submitted:
-        """Enqueue ``name`` with validated kwargs; return its id. Raises InvalidArguments (422) before
+        """Enqueue ``name`` with validated arguments; return its id. Raises InvalidArguments (422) before
         anything is claimed or written, Conflict (409) for an Idempotency-Key used for another request,
         ServiceUnavailable (503) when Redis or the broker cannot be reached."""
         task_id = new_id()
-        prepared = prepare(self.app, task_id, name, kwargs, options)
+        prepared = prepare(self.app, task_id, name, kwargs, options, self.routes, args)
         pending = events.encode_body(task_id, name, "PENDING")
         claim = None
         if idempotency_key is not None:
             digest = idempotency.fingerprint(name, kwargs, options.model_dump(mode="json", exclude_none=True))
             claim = (events.idempotency_key(self.settings.namespace, idempotency_key), digest)
         try:
-            if self.broker_is_events_redis and prepared.route_kind == "direct":
+            if self.broker_is_events_redis and prepared.route_kind == "direct" and self.writes_json:
                 return await self._submit_atomically(prepared, pending, claim)
             return await self._submit_in_steps(prepared, pending, claim)
         except (RedisError, OSError) as exc:
@@ -151,7 +163,7 @@ class Submitter:
             # PENDING is recorded before the message is pushed, so no worker event can take seq 1.
             record_pending = events.publish_command(self.settings, task_id, "PENDING", pending)
             await self.events_batcher.execute(record_pending)
-            if self.broker_is_redis and prepared.route_kind == "direct":
+            if self.broker_is_redis and prepared.route_kind == "direct" and self.writes_json:
                 queue_key, message = redis_envelope(prepared, self.delivery_mode, self.transport, new_id())
                 await self.broker_batcher.execute(("LPUSH", queue_key, message))
             else:
@@ -192,7 +204,8 @@ class Submitter:
         """
         try:
             await self.events_batcher.execute(*plan.commands)
-            await anyio.to_thread.run_sync(lambda: plan.canvas.apply_async())
+            with pending_recorded():
+                await anyio.to_thread.run_sync(lambda: plan.canvas.apply_async())
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"could not reach Redis or the broker: {type(exc).__name__}") from exc
 

@@ -1,4 +1,4 @@
-"""Chains, groups and chords: planned by the API, followed by the worker, watched as one stream.
+"""Chains, groups and chords, planned by the API (the worker's half is svc.worker.workflow_steps).
 
 A workflow has an id of its own and an event stream of its own (``{ns}:task:{workflow_id}``, the same
 keys and channel a task has), so ``/ws/tasks/{workflow_id}``, ``since`` and history work unchanged:
@@ -15,19 +15,22 @@ keys and channel a task has), so ``/ws/tasks/{workflow_id}``, ``since`` and hist
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import orjson
-from celery import Celery, chain, chord, group
+from celery import Celery, Signature, chain, chord, group
+from celery.canvas import _chain
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.errors import InvalidArguments, UnknownTask
-from svc.exposure import EXPOSED
-from svc.settings import Settings, get_settings
+from svc.exposure import ExposedTask
+from svc.settings import Settings
 from svc.wire import events
 
 MAX_STEPS = 100
+Exposed = Mapping[str, ExposedTask]
 Kind = Literal["chain", "group", "chord"]
 
 
@@ -91,33 +94,68 @@ class Plan:
     canvas: Any
 
 
-def plan(app: Celery, request: WorkflowRequest, settings: Settings) -> Plan:
-    """Validate every step against its task's schema and build the workflow; no I/O."""
-    workflow_id = str(uuid.uuid4())
-    signatures, task_ids = [], []
+def plan(app: Celery, request: WorkflowRequest, settings: Settings, exposed: Exposed) -> Plan:
+    """Validate every step of a ``POST /workflows`` body against its task's schema and build the
+    workflow; no I/O."""
+    signatures = []
     for index, (step, receives_previous) in enumerate(request.steps()):
-        exposed = EXPOSED.get(step.task)
-        if exposed is None:
+        task = exposed.get(step.task)
+        if task is None:
             raise UnknownTask(f"step {index}: no task named {step.task!r} is exposed")
         try:
-            kwargs = exposed.validate(step.args, step.kwargs, first_supplied=receives_previous)
+            kwargs = task.validate(step.args, step.kwargs, first_supplied=receives_previous)
         except InvalidArguments as exc:
             raise InvalidArguments(f"step {index}: {exc.detail}", **exc.extra) from None
-        task_id = str(uuid.uuid4())
-        task_ids.append(task_id)
-        signatures.append(app.signature(step.task, kwargs=kwargs).set(task_id=task_id))
-    kind = request.kind
+        signatures.append(app.signature(step.task, kwargs=kwargs))
+    return _build(settings, request.kind, signatures)
+
+
+def plan_canvas(canvas: Signature, settings: Settings) -> Plan:
+    """The workflow of a server-side canvas (``gateway.submit``): a chain of tasks, a group of tasks, or
+    a chord of a group of tasks and a callback; TypeError for any other shape (a nested canvas). The
+    caller's signatures are copied, never changed; no I/O."""
+    if isinstance(canvas, chord):
+        header = list(canvas.tasks.tasks if isinstance(canvas.tasks, group) else canvas.tasks)
+        return _build(settings, "chord", [*_leaves(header), *_leaves([canvas.body])])
+    if isinstance(canvas, group):
+        return _build(settings, "group", _leaves(canvas.tasks))
+    if isinstance(canvas, _chain):
+        return _build(settings, "chain", _leaves(canvas.tasks))
+    raise TypeError(f"not a chain, group or chord: {canvas!r}")
+
+
+def _leaves(signatures: Any) -> list[Signature]:
+    """Copies of plain task signatures; TypeError for a nested canvas."""
+    leaves = []
+    for signature in signatures:
+        if isinstance(signature, _chain | group | chord) or not isinstance(signature, Signature):
+            raise TypeError(
+                f"svc follows chains, groups and chords of single tasks, not a nested {signature!r}"
+            )
+        leaves.append(signature.clone())
+    if not leaves:
+        raise TypeError("a workflow needs at least one task")
+    return leaves
+
+
+def _build(settings: Settings, kind: Kind, signatures: list[Signature]) -> Plan:
+    """Give every step an id and build Celery's canvas, with the commands that record it."""
+    workflow_id = str(uuid.uuid4())
+    task_ids = [str(uuid.uuid4()) for _ in signatures]
+    for signature, task_id in zip(signatures, task_ids, strict=True):
+        signature.set(task_id=task_id)
     if kind == "chain":
-        canvas = chain(*signatures)
+        canvas: Signature = chain(*signatures)
     elif kind == "group":
         canvas = group(*signatures)
     else:
         canvas = chord(group(*signatures[:-1]), signatures[-1])
-    return Plan(workflow_id, kind, task_ids, _record(settings, workflow_id, kind, task_ids, request), canvas)
+    names = [str(signature.task) for signature in signatures]
+    return Plan(workflow_id, kind, task_ids, _record(settings, workflow_id, kind, task_ids, names), canvas)
 
 
 def _record(
-    settings: Settings, workflow_id: str, kind: Kind, task_ids: list[str], request: WorkflowRequest
+    settings: Settings, workflow_id: str, kind: Kind, task_ids: list[str], names: list[str]
 ) -> list[tuple[Any, ...]]:
     """Commands that tag every step, describe the workflow, and record PENDING for all of them."""
     ns, ttl = settings.namespace, settings.history_ttl
@@ -128,64 +166,14 @@ def _record(
     )
     commands.append(("EXPIRE", workflow_key, ttl))
     commands.append(_pending(settings, workflow_id, kind, steps=task_ids))
-    for index, ((step, _), task_id) in enumerate(zip(request.steps(), task_ids, strict=True)):
+    for index, (name, task_id) in enumerate(zip(names, task_ids, strict=True)):
         step_key = events.task_key(ns, task_id)
         commands.append(("HSET", step_key, "workflow", workflow_id, "step", index))
         commands.append(("EXPIRE", step_key, ttl))
-        commands.append(_pending(settings, task_id, step.task, workflow_id=workflow_id, step=index))
+        commands.append(_pending(settings, task_id, name, workflow_id=workflow_id, step=index))
     return commands
 
 
 def _pending(settings: Settings, stream_id: str, name: str, **extra: Any) -> tuple[Any, ...]:
     body = events.encode_body(stream_id, name, "PENDING", **extra)
     return events.publish_command(settings, stream_id, "PENDING", body)
-
-
-# Worker side -------------------------------------------------------------------------------------
-
-
-def record_step_event(
-    workflow_id: str,
-    step: int,
-    task_id: str,
-    name: str | None,
-    state: str,
-    step_seq: int,
-    fields: dict[str, Any],
-) -> None:
-    """Copy a step's event into its workflow's stream; publish the workflow's end if this step decides it."""
-    from svc.worker.publisher import publish_to, redis_client
-
-    copy = events.encode_body(
-        task_id, name, state, workflow_id=workflow_id, step=step, step_seq=step_seq, **fields
-    )
-    publish_to(workflow_id, state, copy, terminal=False)
-    if state not in events.TERMINAL_STATES:
-        return
-    client = redis_client()
-    key = events.task_key(get_settings().namespace, workflow_id)
-    kind_raw, total_raw, ids_raw = cast(list[bytes | None], client.hmget(key, "kind", "total", "ids"))
-    if kind_raw is None or total_raw is None or ids_raw is None:
-        return  # the workflow's record expired
-    kind = kind_raw.decode()
-    task_ids: list[str] = orjson.loads(ids_raw)
-    if state == "SUCCESS":
-        if int(client.hincrby(key, "done", 1)) < int(total_raw):
-            return
-        result = _group_results(client, task_ids) if kind == "group" else fields.get("result")
-        final = events.encode_body(workflow_id, kind, "SUCCESS", result=result, steps=task_ids)
-    else:
-        error = fields.get("error")
-        if isinstance(error, BaseException):
-            error = events.describe_error(error)
-        final = events.encode_body(workflow_id, kind, state, error=error, step=step, failed_task_id=task_id)
-    publish_to(workflow_id, state, final)
-
-
-def _group_results(client: Any, task_ids: list[str]) -> list[Any]:
-    """Each step's result, in step order, from the steps' newest events."""
-    ns = get_settings().namespace
-    pipe = client.pipeline(transaction=False)
-    for task_id in task_ids:
-        pipe.zrange(events.history_key(ns, task_id), -1, -1)
-    return [events.parse(newest[0]).get("result") if newest else None for newest in pipe.execute()]

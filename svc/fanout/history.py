@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, cast
 
 import anyio.to_thread
@@ -43,7 +44,7 @@ class History:
         meta = await self.backend_meta(task_id)
         if meta is None or meta.get("status") in (None, "PENDING"):
             return None
-        return orjson.dumps(snapshot_from_meta(task_id, meta))
+        return snapshot_from_meta(task_id, meta)
 
     async def backend_meta(self, task_id: str) -> dict[str, Any] | None:
         """Celery's result-backend record of the task (with ``result_extended``: name, args, kwargs)."""
@@ -54,8 +55,9 @@ class History:
         return dict(meta) if meta else None
 
 
-def snapshot_from_meta(task_id: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Translate a Celery result-backend record into the SPEC's event shape."""
+def snapshot_from_meta(task_id: str, meta: dict[str, Any]) -> bytes:
+    """A Celery result-backend record as an event (through the one encoder): ``seq`` 0, ``recovered``
+    false, ``ts`` the record's ``date_done`` (now when it has none)."""
     state = meta.get("status", "PENDING")
     result = meta.get("result")
     error = None
@@ -63,19 +65,33 @@ def snapshot_from_meta(task_id: str, meta: dict[str, Any]) -> dict[str, Any]:
         message = result.get("exc_message")
         if isinstance(message, list | tuple):
             message = " ".join(str(part) for part in message)
-        error = {"type": result["exc_type"], "message": str(message)}
+        error = {"type": str(result["exc_type"]), "message": str(message)}
         result = None
     progress = result if state == "PROGRESS" and isinstance(result, dict) else None
-    return {
-        "task_id": task_id,
-        "name": meta.get("name"),
-        "seq": 0,
-        "state": state,
-        "ts": None,
-        "result": result if state == "SUCCESS" else None,
-        "error": error,
-        "progress": progress,
-        "retries": meta.get("retries") or 0,
-        "worker": meta.get("worker"),
-        "recovered": False,
-    }
+    body = events.encode_body(
+        task_id,
+        meta.get("name"),
+        state,
+        result=result if state == "SUCCESS" else None,
+        error=error,
+        progress=progress,
+        retries=meta.get("retries") or 0,
+        worker=meta.get("worker"),
+        ts=_timestamp(meta.get("date_done")),
+        recovered=False,
+    )
+    return events.numbered(0, body)
+
+
+def _timestamp(date_done: Any) -> float | None:
+    """The unix time of Celery's ``date_done`` (an ISO string, or a datetime), if it is one."""
+    if isinstance(date_done, dt.datetime):
+        moment = date_done
+    elif isinstance(date_done, str):
+        try:
+            moment = dt.datetime.fromisoformat(date_done)
+        except ValueError:
+            return None
+    else:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)).timestamp()

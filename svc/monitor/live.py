@@ -24,7 +24,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from svc.backoff import backoff
+from svc.backoff import Reconnects
 from svc.monitor.metrics import Metrics
 from svc.monitor.workers import WorkerBoard
 from svc.settings import Settings
@@ -43,7 +43,6 @@ SUMMARY_MAX = 160
 QUEUE_POLL_SECONDS = 2.0
 LOAD_CHUNK = 500
 IDLE_PING = 10.0  # seconds of silence on the pattern subscription before it is asked to PONG
-STABLE_AFTER = 10.0  # a connection that lasted this long resets the reconnect backoff
 MALFORMED_LOG_EVERY = 60.0  # seconds between two log lines about malformed events
 NUMERIC_FIELDS = ("ts", "seq", "retries", "runtime")
 # kombu's Redis transport keeps one list per priority step beside the plain one.
@@ -261,12 +260,12 @@ class Monitor:
         """Follow every task event of the namespace for the life of the process: reconnect with backoff
         after a lost connection, and keep going after anything unforeseen (logged), so the dashboard
         and /metrics never go quiet for good."""
-        delays = backoff()
+        reconnects = Reconnects()
         while True:
-            connected_at = time.monotonic()
             pubsub = self.pubsub_redis.pubsub()
             try:
                 await pubsub.psubscribe(self._pattern)
+                reconnects.connected()
                 await self._load_recent()
                 await self._read(pubsub)
             except (RedisError, OSError, StaleConnection) as exc:
@@ -277,9 +276,7 @@ class Monitor:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            if time.monotonic() - connected_at > STABLE_AFTER:
-                delays = backoff()
-            delay = next(delays)
+            delay = reconnects.next_delay()
             self.reconnects += 1
             log.warning("%s retry_in=%.2f", failure, delay)
             await asyncio.sleep(delay)

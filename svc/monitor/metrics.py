@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -21,9 +21,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-if TYPE_CHECKING:
-    from svc.runtime import Runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise to every scrape
@@ -50,9 +47,9 @@ class Metrics:
         )
         self.registry.register(_Counts(self))
 
-    def watch(self, runtime: Runtime) -> None:
-        """Report ``runtime``'s live state (connections, subscriptions, workers, queues) at each scrape."""
-        self.registry.register(_LiveState(lambda: runtime))
+    def watch(self, read: Callable[[], LiveFigures]) -> None:
+        """Report what ``read`` returns (connections, subscriptions, workers, queues) at each scrape."""
+        self.registry.register(_LiveState(read))
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -99,52 +96,67 @@ def _family(name: str, help_text: str, labels: list[str], counts: Mapping[tuple[
     return family
 
 
-class _LiveState(Collector):
-    """Gauges computed from the runtime when scraped, so nothing has to keep them in step."""
+@dataclass(frozen=True)
+class LiveFigures:
+    """What the process holds at one scrape: read when ``/metrics`` is asked, never kept in step."""
 
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
-        self._runtime = runtime
+    connections: int
+    subscriptions: int
+    bridge_reconnects: int
+    events_routed: int
+    redelivered: int
+    monitor_reconnects: int
+    malformed: int
+    workers_online: dict[str, bool]
+    queue_depth: dict[str, int]
+
+
+class _LiveState(Collector):
+    """Gauges computed when scraped, from a reader of the process's live figures."""
+
+    def __init__(self, read: Callable[[], LiveFigures]) -> None:
+        self._read = read
 
     def collect(self) -> Iterable[Metric]:
-        runtime = self._runtime()
+        live = self._read()
         yield GaugeMetricFamily(
-            "svc_websocket_connections", "open WebSocket connections", value=len(runtime.connections)
+            "svc_websocket_connections", "open WebSocket connections", value=live.connections
         )
         yield GaugeMetricFamily(
-            "svc_subscriptions", "task subscriptions held by this process", value=runtime.bridge.subscriptions
+            "svc_subscriptions", "task subscriptions held by this process", value=live.subscriptions
         )
         yield CounterMetricFamily(
             "svc_bridge_reconnects",
             "times the bridge reconnected its pub/sub connection to Redis",
-            value=max(0, runtime.bridge.reconnects - 1),
+            value=live.bridge_reconnects,
         )
         yield CounterMetricFamily(
             "svc_events_routed",
             "task events this process's bridge received for its subscribers",
-            value=runtime.bridge.events_routed,
+            value=live.events_routed,
         )
         yield CounterMetricFamily(
             "svc_tasks_redelivered",
             "task messages this process pushed back after they were lost between the broker and a worker",
-            value=runtime.redelivery.resent if runtime.redelivery is not None else 0,
+            value=live.redelivered,
         )
         yield CounterMetricFamily(
             "svc_monitor_reconnects",
             "times the monitor's pattern subscription to the namespace's task channels was reopened",
-            value=runtime.monitor.reconnects,
+            value=live.monitor_reconnects,
         )
         yield CounterMetricFamily(
             "svc_events_malformed",
             "messages on task channels that were not events (ignored by the monitor)",
-            value=runtime.monitor.malformed,
+            value=live.malformed,
         )
         workers = GaugeMetricFamily(
             "svc_worker_online", "1 when a worker's heartbeats are current, else 0", labels=["worker"]
         )
-        for worker in runtime.monitor.workers.all():
-            workers.add_metric([worker.hostname], 1.0 if worker.online else 0.0)
+        for hostname, online in live.workers_online.items():
+            workers.add_metric([hostname], 1.0 if online else 0.0)
         yield workers
         depth = GaugeMetricFamily("svc_queue_depth", "messages waiting in a broker queue", labels=["queue"])
-        for queue, count in runtime.monitor.queue_depth.items():
+        for queue, count in live.queue_depth.items():
             depth.add_metric([queue], count)
         yield depth

@@ -18,7 +18,7 @@ from typing import Any
 
 from celery import Celery
 
-from svc.backoff import backoff
+from svc.backoff import Reconnects
 
 log = logging.getLogger("svc.monitor.workers")
 
@@ -105,10 +105,11 @@ class WorkerBoard:
     # the listener thread ------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        delays = backoff()
+        reconnects = Reconnects()
         while not self._stop.is_set():
             try:
                 with self.app.connection_for_read() as connection:
+                    reconnects.connected()
                     self._receiver = self.app.events.Receiver(
                         connection, handlers={name: self._hand_over for name in WORKER_EVENTS}
                     )
@@ -116,7 +117,7 @@ class WorkerBoard:
             except Exception as exc:  # the broker went away: try again with backoff
                 if self._stop.is_set():
                     return
-                delay = next(delays)
+                delay = reconnects.next_delay()
                 log.warning("event=worker_events_disconnected error=%r retry_in=%.2f", exc, delay)
                 self._stop.wait(delay)
 

@@ -1,6 +1,10 @@
-"""The tasks svc ships, and the registry of those exposed over HTTP with their argument schemas."""
+"""The tasks of svc's demo app (svc/celery_app.py): the seed's, and small ones for tests and first steps.
 
-from svc.exposure import EXPOSED, ExposedTask, exposed_task
+They are exposed on the demo app only, and declared ``shared=False``: Celery would otherwise add every
+``@app.task`` to each app finalized in the same process, and a team's own ``send_email_task`` would run
+svc's demo one.
+"""
+
 from svc.tasks import diagnostic, seed
 
-__all__ = ["EXPOSED", "ExposedTask", "diagnostic", "exposed_task", "seed"]
+__all__ = ["diagnostic", "seed"]

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from svc.celery_app import app
-from svc.exposure import exposed_task
+from svc.exposure import expose
 from svc.worker.publisher import report_progress
 
 STRICT = ConfigDict(strict=True, extra="forbid")
@@ -41,30 +41,30 @@ class FailArgs(BaseModel):
     message: str = Field(max_length=10_000)
 
 
-@exposed_task(AddArgs)
-@app.task(name="add")
+@expose(schema=AddArgs)
+@app.task(name="add", shared=False)
 def add(x: int, y: int) -> int:
     """Return x + y."""
     return x + y
 
 
-@exposed_task(EchoArgs)
-@app.task(name="echo")
+@expose(schema=EchoArgs)
+@app.task(name="echo", shared=False)
 def echo(value: Any) -> Any:
     """Return the value unchanged."""
     return value
 
 
-@exposed_task(SleepArgs)
-@app.task(name="sleep")
+@expose(schema=SleepArgs)
+@app.task(name="sleep", shared=False)
 def sleep(seconds: float) -> float:
     """Sleep for the given seconds (0-3600) and return them."""
     time.sleep(seconds)
     return seconds
 
 
-@exposed_task(CountToArgs)
-@app.task(name="count_to")
+@expose(schema=CountToArgs)
+@app.task(name="count_to", shared=False)
 def count_to(n: int, delay: float = 0.1) -> int:
     """Count from 1 to n, reporting PROGRESS at each step, and return n."""
     for current in range(1, n + 1):
@@ -73,8 +73,8 @@ def count_to(n: int, delay: float = 0.1) -> int:
     return n
 
 
-@exposed_task(FailArgs)
-@app.task(name="fail")
+@expose(schema=FailArgs)
+@app.task(name="fail", shared=False)
 def fail(message: str) -> None:
     """Raise ValueError(message), with no retry."""
     raise ValueError(message)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from svc.celery_app import app
-from svc.exposure import exposed_task
+from svc.exposure import expose
 from svc.settings import get_settings
 
 STRICT = ConfigDict(strict=True, extra="forbid")
@@ -41,8 +41,8 @@ class NoArgs(BaseModel):
     model_config = STRICT
 
 
-@exposed_task(EmailArgs)
-@app.task(name="send_email_task")
+@expose(schema=EmailArgs)
+@app.task(name="send_email_task", shared=False)
 def send_email_task(email: str, subject: str) -> str:
     """Simulate sending an email (SVC_EMAIL_DELAY seconds) and say so."""
     time.sleep(get_settings().email_delay)
@@ -61,8 +61,8 @@ def flaky_dependency(data: dict[str, Any], attempt: int) -> dict[str, Any]:
     return {"ok": True, "attempts": attempt + 1, "data": data}
 
 
-@exposed_task(UnstableArgs)
-@app.task(name="unstable_task", bind=True, max_retries=3)
+@expose(schema=UnstableArgs)
+@app.task(name="unstable_task", bind=True, max_retries=3, shared=False)
 def unstable_task(self: Any, data: dict[str, Any]) -> dict[str, Any]:
     """Call a flaky dependency; retry on ConnectionError after 2**retries seconds, at most 3 times."""
     try:
@@ -72,30 +72,30 @@ def unstable_task(self: Any, data: dict[str, Any]) -> dict[str, Any]:
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
-@exposed_task(FetchArgs)
-@app.task(name="fetch_data")
+@expose(schema=FetchArgs)
+@app.task(name="fetch_data", shared=False)
 def fetch_data(source: str = "example") -> dict[str, Any]:
     """Workflow step 1: fetch raw records from a source."""
     return {"source": source, "records": [1, 2, 3, 4, 5]}
 
 
-@exposed_task(StepArgs)
-@app.task(name="process_data")
+@expose(schema=StepArgs)
+@app.task(name="process_data", shared=False)
 def process_data(data: dict[str, Any]) -> dict[str, Any]:
     """Workflow step 2: process the fetched records."""
     records = data.get("records", [])
     return {**data, "records": [value * 2 for value in records], "total": sum(value * 2 for value in records)}
 
 
-@exposed_task(StepArgs)
-@app.task(name="save_data")
+@expose(schema=StepArgs)
+@app.task(name="save_data", shared=False)
 def save_data(data: dict[str, Any]) -> str:
     """Workflow step 3: save the processed records."""
     return f"saved {len(data.get('records', []))} records (total {data.get('total')})"
 
 
-@exposed_task(NoArgs)
-@app.task(name="generate_report_task")
+@expose(schema=NoArgs)
+@app.task(name="generate_report_task", shared=False)
 def generate_report_task() -> str:
     """The periodic report run by beat (08:00 UTC daily by default)."""
     return f"report generated at {dt.datetime.now(dt.UTC).isoformat()}"

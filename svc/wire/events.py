@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from svc.wire import jsonvalues
 
@@ -33,6 +33,7 @@ State = Literal["PENDING", "RECEIVED", "STARTED", "PROGRESS", "RETRY", "SUCCESS"
 TERMINAL_STATES: frozenset[str] = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 RECENT_MAX = 10_000  # task ids kept in ``{ns}:recent``
 DEAD_LETTER_MAX = 10_000  # messages kept in ``{ns}:deadletter``
+ONLY_IF_NEW = "NONE"  # the publish script's ``only_if`` for "only if the stream has no event yet"
 
 
 class TaskError(BaseModel):
@@ -51,7 +52,13 @@ class Progress(BaseModel):
 
 
 class Event(BaseModel):
-    """One lifecycle step of one task (the SPEC's event)."""
+    """One lifecycle step of one task (the SPEC's event): the one declaration of the frame.
+
+    ``encode_body`` writes only these fields (it refuses others), the publish script adds ``seq``, and
+    tests/test_wire.py holds every shape svc sends to this model, extra fields forbidden.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     task_id: str
     name: str | None
@@ -63,8 +70,22 @@ class Event(BaseModel):
     progress: Progress | None = None
     retries: int = 0
     worker: str | None = None
-    recovered: bool | None = None
-    lost: bool | None = None
+    recovered: bool | None = Field(None, description="false: svc cannot prove no event was missed before it")
+    lost: bool | None = Field(None, description="true: neither history nor result backend knows the task")
+    result_repr: str | None = Field(None, description="the result's repr when JSON cannot carry it exactly")
+    progress_repr: str | None = Field(None, description="the same for a progress report")
+    args: str | None = Field(None, description="RECEIVED: a short summary of the arguments")
+    runtime: float | None = Field(None, description="SUCCESS/FAILURE: seconds since STARTED")
+    eta: str | None = Field(None, description="RETRY: ISO 8601 time of the next attempt")
+    retries_exhausted: bool | None = Field(None, description="FAILURE: no retry is left")
+    workflow_id: str | None = Field(None, description="a step's event in its workflow's stream")
+    step: int | None = Field(None, description="the step's index in its workflow")
+    step_seq: int | None = Field(None, description="the step event's own seq")
+    steps: list[str] | None = Field(None, description="a workflow's step ids (its PENDING and SUCCESS)")
+    failed_task_id: str | None = Field(None, description="the step that ended a workflow early")
+
+
+EVENT_FIELDS = frozenset(Event.model_fields)
 
 
 def task_key(namespace: str, task_id: str) -> str:
@@ -121,14 +142,15 @@ def channel_task_id(namespace: str, channel: str) -> str | None:
 # The body of both scripts below: number, store, trim, expire and announce one event of a stream.
 # Returns {seq, revoked, workflow id, step}; seq is 0 when nothing was published: the stream already
 # ended (a duplicate run after a lost ack must never produce a second terminal event, nor events after
-# the first one), or its state was none of ``only_if`` (comma-separated; "" = any).
+# the first one), or its state was none of ``only_if`` (comma-separated states, NONE for a stream with no
+# event yet; "" = any).
 # A task's first event that is not PENDING also ends its wait in ``unclaimed`` (see submit below).
 PUBLISH_FUNCTION = """
 local function publish(task, history, recent, unclaimed, channel, body, cap, ttl, terminal, state, only_if,
                        stream_id, keep)
   local info = redis.call('HMGET', task, 'revoked', 'workflow', 'step', 'state')
   if redis.call('HEXISTS', task, 'terminal') == 1 then return {0, info[1], info[2], info[3]} end
-  if only_if ~= '' and not string.find(',' .. only_if .. ',', ',' .. tostring(info[4]) .. ',', 1, true) then
+  if only_if ~= '' and not string.find(',' .. only_if .. ',', ',' .. (info[4] or 'NONE') .. ',', 1, true) then
     return {0, info[1], info[2], info[3]}
   end
   local seq = redis.call('HINCRBY', task, 'seq', 1)
@@ -217,11 +239,14 @@ def encode_body(
     ts: float | None = None,
     **extra: Any,
 ) -> bytes:
-    """Serialise an event without its ``seq`` (the publish script splices the number in first).
+    """Serialise an event without its ``seq`` (the publish script splices the number in first; see
+    ``numbered``). ``extra`` may hold only fields of ``Event`` (TypeError otherwise).
 
     Never fails on a value: what JSON cannot carry exactly is replaced as svc.wire.jsonvalues says (a
     ``result`` of 2**64 becomes ``"result": null, "result_repr": "18446744073709551616"``).
     """
+    if extra and not extra.keys() <= EVENT_FIELDS:
+        raise TypeError(f"not fields of an event: {sorted(extra.keys() - EVENT_FIELDS)}")
     if isinstance(error, BaseException):
         error = describe_error(error)
     body = {
@@ -355,8 +380,12 @@ def lost_snapshot(task_id: str, state: str) -> bytes:
     (both expired, or lost with a Redis that kept no data): the last state this server sent it (PENDING,
     Celery's word for unknown, if none), ``seq`` 0, ``"recovered": false`` and ``"lost": true``. The task
     may still be running (its next events follow) or be gone with the broker's queue: svc cannot tell."""
-    body = encode_body(task_id, None, state, recovered=False, lost=True)
-    return b'{"seq":0,' + body[1:]  # numbered as the publish script numbers an event
+    return numbered(0, encode_body(task_id, None, state, recovered=False, lost=True))
+
+
+def numbered(seq: int, body: bytes) -> bytes:
+    """An encoded body with its ``seq`` first, exactly as the publish script writes it."""
+    return b'{"seq":%d,' % seq + body[1:]
 
 
 def with_recovered_false(raw: bytes) -> bytes:

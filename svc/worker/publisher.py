@@ -1,119 +1,48 @@
 """Worker side: turn Celery's signals into svc events in Redis, whoever submitted the task.
 
-Handlers run where Celery fires them: RECEIVED and REVOKED in the worker's main process, the rest in
-the pool child that runs the task. Each process opens its own Redis connection (never one inherited
-across fork). Terminal events are published from signals that Celery fires after the result is stored
-in the backend, so ``AsyncResult.get()`` always agrees with them.
+Each handler acts only for a task of an app that ``svc.instrument`` was given, and publishes with that
+app's settings to that app's events Redis (svc.worker.state). Handlers run where Celery fires them:
+RECEIVED and REVOKED in the worker's main process, the rest in the pool child that runs the task. Each
+process opens its own Redis connection (never one inherited across fork). Terminal events are
+published from signals that Celery fires after the result is stored in the backend, so
+``AsyncResult.get()`` always agrees with them.
 
 A message that can never run ends as FAILURE too, so no watcher waits for it: Celery's
 ``task_rejected`` (content type not accepted, invalid task message, not a task message) and
 ``task_internal_error`` (an error outside the task's body, in the pool) fire no result of their own,
 so svc stores the failure in the sender app's result backend first and announces it after; the worker's
-consumer steps (svc/worker_steps.py) call the same functions for undecodable bodies and for messages the
-transport parked. Refused messages are parked on the dead-letter list (svc/redis_transport.py).
+consumer steps (svc/worker/steps.py) call the same functions for undecodable bodies and for messages
+the transport parked. Refused messages are parked on the dead-letter list (svc/worker/transport.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import redis
 from celery import signals
 from celery._state import get_current_task
-from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from svc.enqueue import workflows
-from svc.settings import get_settings
 from svc.wire import events
+from svc.worker.state import Instrumentation, instrumentation_of
 
 log = logging.getLogger("svc.worker.publisher")
 
-_local: dict[str, Any] = {"pid": None, "client": None, "script": None, "hostname": None}
 HEARTBEAT_SECONDS = 2.0
 ARGS_SUMMARY_MAX = 120
-_started: dict[str, float] = {}  # task id -> monotonic time of its STARTED, while it runs here
 
 
-def redis_client() -> redis.Redis:
-    """This process's Redis client for svc's keys."""
-    return _client()[0]
-
-
-def _client() -> tuple[redis.Redis, Any]:
-    """This process's Redis client and registered publish script (made anew after a fork)."""
-    if _local["pid"] != os.getpid():
-        client = redis.Redis.from_url(
-            get_settings().redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
-        _local.update(pid=os.getpid(), client=client, script=client.register_script(events.PUBLISH_SCRIPT))
-    return _local["client"], _local["script"]
-
-
-@dataclass(frozen=True)
-class Published:
-    """What the publish script said: the event's seq (0: not published) and what it knows of the task."""
-
-    seq: int
-    revoked: bool = False
-    workflow_id: str | None = None
-    step: int | None = None
-
-
-def publish_to(
-    stream_id: str, state: str, body: bytes, *, terminal: bool | None = None, only_if: str = ""
-) -> Published:
-    """Run the publish script for one stream (a task, or a workflow); never raises on Redis errors."""
-    settings = get_settings()
-    keys, args = events.publish_args(
-        settings.namespace,
-        stream_id,
-        state,
-        body,
-        settings.history_max,
-        settings.history_ttl,
-        terminal=terminal,
-        only_if=only_if,
-    )
-    client, script = _client()
-    try:
-        seq, revoked, workflow_id, step = script(keys=keys, args=args, client=client)
-    except redis.RedisError:
-        log.exception("event=publish_failed task_id=%s state=%s", stream_id, state)
-        return Published(0)
-    return Published(
-        int(seq),
-        revoked is not None,
-        workflow_id.decode() if workflow_id else None,
-        int(step) if step else None,
-    )
-
-
-def publish(task_id: str, name: str | None, state: str, **fields: Any) -> Published:
-    """Record and announce one event of a task atomically (and its copy in its workflow's stream)."""
-    fields.setdefault("worker", _local["hostname"])
-    body = events.encode_body(task_id, name, state, **fields)
-    published = publish_to(task_id, state, body)
-    log.debug("event=published task_id=%s state=%s seq=%d", task_id, state, published.seq)
-    if published.seq and published.workflow_id is not None and published.step is not None:
-        workflows.record_step_event(
-            published.workflow_id, published.step, task_id, name, state, published.seq, fields
-        )
-    return published
+def state_of(owner: Any) -> Instrumentation | None:
+    """The instrumentation of the app ``owner`` (a task, a consumer, a worker) belongs to, if any."""
+    return instrumentation_of(getattr(owner, "app", None))
 
 
 def _when(countdown_or_eta: Any) -> str | None:
@@ -125,15 +54,18 @@ def _when(countdown_or_eta: Any) -> str | None:
     return None
 
 
-@signals.celeryd_after_setup.connect
-def _remember_hostname(sender: str, **_: Any) -> None:
-    _local["hostname"] = sender
+def _remember_hostname(sender: str, instance: Any = None, **_: Any) -> None:
+    state = state_of(instance)
+    if state is not None:
+        state.hostname = sender
 
 
-@signals.task_received.connect
-def _on_received(request: Any, **_: Any) -> None:
+def _on_received(sender: Any, request: Any, **_: Any) -> None:
+    state = state_of(sender)
+    if state is None:
+        return
     retries = (getattr(request, "request_dict", None) or {}).get("retries") or 0
-    published = publish(
+    published = state.publish(
         request.id,
         request.name,
         "RECEIVED",
@@ -149,18 +81,20 @@ def _on_received(request: Any, **_: Any) -> None:
         worker_state.revoked.add(request.id)
 
 
-@signals.before_task_publish.connect
 def _announce_retry(headers: dict[str, Any], **_: Any) -> None:
     """RETRY goes out before the retry message does, so the next attempt's events never overtake it."""
     current_task = get_current_task()
     if current_task is None or not current_task.request.id or headers.get("id") != current_task.request.id:
+        return
+    state = state_of(current_task)
+    if state is None:
         return
     request = current_task.request
     retries = headers.get("retries") or 0
     if retries <= (request.retries or 0):
         return
     exc = sys.exc_info()[1]
-    publish(
+    state.publish(
         request.id,
         current_task.name,
         "RETRY",
@@ -169,7 +103,7 @@ def _announce_retry(headers: dict[str, Any], **_: Any) -> None:
         worker=request.hostname,
         eta=headers.get("eta"),
     )
-    _local["announced_retry"] = (request.id, retries)
+    state.announced_retry = (request.id, retries)
 
 
 def args_summary(request: Any) -> str:
@@ -179,25 +113,31 @@ def args_summary(request: Any) -> str:
     return text if len(text) <= ARGS_SUMMARY_MAX else text[: ARGS_SUMMARY_MAX - 1] + "…"
 
 
-def _runtime(task_id: str) -> dict[str, float]:
+def _runtime(state: Instrumentation, task_id: str) -> dict[str, float]:
     """``{"runtime": seconds}`` since this task's STARTED in this process, if it started here."""
-    started = _started.pop(task_id, None)
+    started = state.started.pop(task_id, None)
     return {} if started is None else {"runtime": round(time.monotonic() - started, 6)}
 
 
-@signals.task_prerun.connect
 def _on_started(task_id: str, task: Any, **_: Any) -> None:
-    _started[task_id] = time.monotonic()
-    publish(task_id, task.name, "STARTED", retries=task.request.retries or 0, worker=task.request.hostname)
+    state = state_of(task)
+    if state is None:
+        return
+    state.started[task_id] = time.monotonic()
+    state.publish(
+        task_id, task.name, "STARTED", retries=task.request.retries or 0, worker=task.request.hostname
+    )
 
 
-@signals.task_retry.connect
 def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
-    _started.pop(request.id, None)
-    if _local.get("announced_retry") == (request.id, (request.retries or 0) + 1):
+    state = state_of(sender)
+    if state is None:
+        return
+    state.started.pop(request.id, None)
+    if state.announced_retry == (request.id, (request.retries or 0) + 1):
         return  # already announced when the retry message was published
     exc = getattr(reason, "exc", None) or reason
-    publish(
+    state.publish(
         request.id,
         sender.name,
         "RETRY",
@@ -208,54 +148,71 @@ def _on_retry(sender: Any, request: Any, reason: Any, **_: Any) -> None:
     )
 
 
-@signals.task_success.connect
 def _on_success(sender: Any, result: Any, **_: Any) -> None:
+    state = state_of(sender)
+    if state is None:
+        return
     request = sender.request
-    publish(
+    state.publish(
         request.id,
         sender.name,
         "SUCCESS",
         result=result,
         retries=request.retries or 0,
         worker=request.hostname,
-        **_runtime(request.id),
+        **_runtime(state, request.id),
     )
 
 
-@signals.task_failure.connect
 def _on_failure(sender: Any, task_id: str, exception: BaseException, **_: Any) -> None:
+    state = state_of(sender)
+    if state is None:
+        return
     request = sender.request
     retries = (request.retries or 0) if request.id == task_id else 0
     max_retries = getattr(sender, "max_retries", None)
     exhausted = {"retries_exhausted": True} if max_retries and retries >= max_retries else {}
-    publish(
-        task_id, sender.name, "FAILURE", error=exception, retries=retries, **exhausted, **_runtime(task_id)
+    state.publish(
+        task_id,
+        sender.name,
+        "FAILURE",
+        error=exception,
+        retries=retries,
+        **exhausted,
+        **_runtime(state, task_id),
     )
 
 
-@signals.task_revoked.connect
 def _on_revoked(sender: Any, request: Any, terminated: bool, expired: bool, **_: Any) -> None:
+    state = state_of(sender)
+    if state is None:
+        return
     reason = "expired" if expired else "terminated" if terminated else "revoked"
     name = getattr(request, "task", None) or getattr(sender, "name", None)
-    publish(request.id, name, "REVOKED", error=events.revoked_error(reason))
+    state.publish(request.id, name, "REVOKED", error=events.revoked_error(reason))
 
 
-@signals.task_unknown.connect
-def _on_unknown(name: str, id: str, exc: BaseException, **_: Any) -> None:
+def _on_unknown(sender: Any, name: str, id: str, exc: BaseException, **_: Any) -> None:
     """A message for a task this worker does not know: announce a FAILURE, never a hang (Celery's
     consumer has already stored ``NotRegistered`` in the result backend before this signal)."""
-    publish(id, name, "FAILURE", error={"type": "NotRegistered", "message": f"no task named {name!r}"})
+    state = state_of(sender)
+    if state is None:
+        return
+    state.publish(id, name, "FAILURE", error={"type": "NotRegistered", "message": f"no task named {name!r}"})
 
 
 def fail_unrunnable(app: Any, task_id: str, name: str | None, exc: BaseException) -> bool:
     """End a task whose message can never run: store FAILURE in ``app``'s result backend, then announce
     it (only once stored, so ``AsyncResult`` agrees). Never raises; True once published."""
+    state = instrumentation_of(app)
+    if state is None:
+        return False
     try:
         app.backend.mark_as_failure(task_id, exc)
     except Exception:
         log.exception("event=failure_store_failed task_id=%s", task_id)
         return False
-    return publish(task_id, name, "FAILURE", error=events.describe_error(exc)).seq > 0
+    return state.publish(task_id, name, "FAILURE", error=events.describe_error(exc)).seq > 0
 
 
 def reject_reason(exc: BaseException | None) -> str:
@@ -300,13 +257,11 @@ def fail_message(app: Any, message: Any, exc: BaseException | None) -> None:
         fail_unrunnable(app, task_id, name, error)
 
 
-@signals.task_rejected.connect
 def _on_rejected(sender: Any, message: Any, exc: BaseException | None, **_: Any) -> None:
     """Celery refused a message (content type not accepted, invalid task message, not a task message)."""
     fail_message(sender.app, message, exc)
 
 
-@signals.task_internal_error.connect
 def _on_internal_error(sender: Any, task_id: str, exception: BaseException, **_: Any) -> None:
     """An error outside the task's body (in the pool process): Celery may store nothing and announce
     nothing, so svc stores and announces the FAILURE (a later store of Celery's own agrees with it)."""
@@ -321,7 +276,10 @@ def report_progress(current: float, total: float | None = None, message: str | N
     request = current_task.request
     progress = {"current": current, "total": total, "message": message}
     current_task.update_state(state="PROGRESS", meta=progress)
-    publish(
+    state = state_of(current_task)
+    if state is None:
+        return
+    state.publish(
         request.id,
         current_task.name,
         "PROGRESS",
@@ -331,40 +289,65 @@ def report_progress(current: float, total: float | None = None, message: str | N
     )
 
 
-def _heartbeat(hostname: str, stop: threading.Event) -> None:
-    key = events.workers_key(get_settings().namespace)
-    while not stop.is_set():
+def _heartbeat(state: Instrumentation, hostname: str) -> None:
+    while not state.heartbeat_stop.is_set():
         try:
-            client, _ = _client()
-            client.zadd(key, {hostname: time.time()})
+            client, _ = state.client()
+            client.zadd(events.workers_key(state.namespace), {hostname: time.time()})
         except redis.RedisError:
             log.warning("event=heartbeat_failed worker=%s", hostname)
-        stop.wait(HEARTBEAT_SECONDS)
+        state.heartbeat_stop.wait(HEARTBEAT_SECONDS)
 
 
-_heartbeat_stop = threading.Event()
-
-
-@signals.worker_ready.connect
 def _start_heartbeat(sender: Any, **_: Any) -> None:
-    hostname = getattr(sender, "hostname", None) or _local["hostname"] or "celery@unknown"
-    _local["hostname"] = _local["hostname"] or hostname
-    threading.Thread(target=_heartbeat, args=(hostname, _heartbeat_stop), daemon=True).start()
+    state = state_of(sender)
+    if state is None:
+        return
+    hostname = getattr(sender, "hostname", None) or state.hostname or "celery@unknown"
+    state.hostname = state.hostname or hostname
+    state.heartbeat_stop.clear()
+    threading.Thread(target=_heartbeat, args=(state, hostname), daemon=True).start()
 
 
-@signals.worker_shutdown.connect
-def _stop_heartbeat(**_: Any) -> None:
-    _heartbeat_stop.set()
-    hostname = _local["hostname"]
+def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
+    state = state_of(sender)
+    if state is None:
+        return
+    state.heartbeat_stop.set()
+    hostname = state.hostname
     if hostname:
         # One quick try, not the publisher's minute of retries: a worker shutting down while Redis is
         # gone must not hang on a heartbeat that expires by itself anyway.
         client = redis.Redis.from_url(
-            get_settings().redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+            state.wiring.events_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         )
         try:
-            client.zrem(events.workers_key(get_settings().namespace), hostname)
+            client.zrem(events.workers_key(state.namespace), hostname)
         except redis.RedisError:
             log.warning("event=worker_deregister_failed worker=%s", hostname)
         finally:
             client.close()
+
+
+HANDLERS = (
+    (signals.celeryd_after_setup, _remember_hostname),
+    (signals.task_received, _on_received),
+    (signals.before_task_publish, _announce_retry),
+    (signals.task_prerun, _on_started),
+    (signals.task_retry, _on_retry),
+    (signals.task_success, _on_success),
+    (signals.task_failure, _on_failure),
+    (signals.task_revoked, _on_revoked),
+    (signals.task_unknown, _on_unknown),
+    (signals.task_rejected, _on_rejected),
+    (signals.task_internal_error, _on_internal_error),
+    (signals.worker_ready, _start_heartbeat),
+    (signals.worker_shutdown, _stop_heartbeat),
+)
+
+
+def connect() -> None:
+    """Connect svc's handlers to Celery's signals (once per process, however often it is called); each
+    handler acts only for the tasks of an app ``svc.instrument`` was given."""
+    for signal, handler in HANDLERS:
+        signal.connect(handler, weak=False, dispatch_uid=f"svc.worker.publisher.{handler.__name__}")

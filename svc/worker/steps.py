@@ -1,6 +1,6 @@
 """What svc adds to its workers' consumer so that no message stops them and none is forgotten.
 
-:func:`install` sets, on the app, for a ``redis://``/``rediss://`` broker:
+:func:`configure_transport` sets, on the app, for a ``redis://``/``rediss://`` broker:
 
 - ``broker_transport = "svc.worker.transport:Transport"``: kombu's Redis transport that parks entries it
   cannot make a message of, instead of dying on them (an explicit transport wins over the URL scheme in
@@ -9,7 +9,7 @@
   transport);
 - ``broker_transport_options["svc_namespace"]``: whose dead-letter list parked messages go to;
 
-and, for any broker, two consumer bootsteps:
+and ``svc.instrument`` adds, for any broker, two consumer bootsteps:
 
 - :class:`RejectUnrunnable`: every message the consumer receives either runs or ends as FAILURE. Task
   messages Celery would accept but could not run (``kwargs`` not a mapping, a body that is not
@@ -40,6 +40,7 @@ from celery.exceptions import InvalidTaskError
 from celery.worker import state as worker_state
 from kombu.transport import redis as kombu_redis
 
+from svc.wiring import broker_url_of
 from svc.worker import publisher
 from svc.worker.transport import Parked, task_identity
 from svc.worker.transport import Transport as SvcTransport
@@ -49,8 +50,10 @@ log = logging.getLogger("svc.worker.steps")
 TRANSPORT = "svc.worker.transport:Transport"
 
 
-def install(app: Celery, broker_url: str, namespace: str) -> None:
-    """Give ``app``'s workers svc's Redis transport (for a Redis broker) and its consumer steps."""
+def configure_transport(app: Celery, namespace: str) -> None:
+    """Give ``app``'s workers svc's Redis transport (for a Redis broker, whatever its URL says) and the
+    namespace of its dead-letter list; for another broker, only the (ignored) namespace option."""
+    broker_url = broker_url_of(app)
     if broker_url.startswith(("redis://", "rediss://")):
         app.conf.broker_transport = TRANSPORT
         if broker_url.startswith("rediss://") and not app.conf.broker_use_ssl:
@@ -59,8 +62,6 @@ def install(app: Celery, broker_url: str, namespace: str) -> None:
         **(app.conf.broker_transport_options or {}),
         "svc_namespace": namespace,
     }
-    app.steps["consumer"].add(RejectUnrunnable)
-    app.steps["consumer"].add(RestoreUnacked)
 
 
 def malformed(message: Any) -> InvalidTaskError | None:

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from bench.common import percentile
+
 try:
     from svc.demo import app, asgi
 except ImportError:  # a tree from before svc/demo.py, measured with BENCH_SVC_TREE

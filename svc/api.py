@@ -74,7 +74,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-router = APIRouter()
+# Every route's error answers are problem details (for OpenAPI: each route carries them).
+router = APIRouter(responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 500, 503))
 
 
 def gateway_of(owner: FastAPI | Request | WebSocket) -> ServingGateway:
@@ -149,13 +150,16 @@ SUBMIT_BODY = {
     "required": False,
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmitRequest"}}},
 }
-IDEMPOTENCY_HEADER = {
-    "name": "idempotency-key",
-    "in": "header",
-    "required": False,
-    "description": "a repeated submit with the same key returns the first task id (for SVC_IDEMPOTENCY_TTL)",
-    "schema": {"type": "string", "maxLength": 200},
-}
+# Declared for OpenAPI from the one limit; checked by svc.edge.submissions on both ways in, so that the
+# fast lane and this route answer alike.
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="idempotency-key",
+        description="a repeated submit with the same key returns the first task id (for SVC_IDEMPOTENCY_TTL)",
+        json_schema_extra={"maxLength": submissions.IDEMPOTENCY_KEY_MAX},
+    ),
+]
 
 
 @router.post(
@@ -163,9 +167,9 @@ IDEMPOTENCY_HEADER = {
     status_code=202,
     tags=["tasks"],
     response_model=Accepted,
-    openapi_extra={"requestBody": SUBMIT_BODY, "parameters": [IDEMPOTENCY_HEADER]},
+    openapi_extra={"requestBody": SUBMIT_BODY},
 )
-async def submit(name: str, request: Request) -> Response:
+async def submit(name: str, request: Request, idempotency_key: IdempotencyHeader = None) -> Response:
     """Enqueue a task; its events can be watched at ``ws_url`` with ``token``."""
     # Served by the fast lane in front of the app; this route declares it and is the fallback.
     client = request.client.host if request.client else None
@@ -335,7 +339,6 @@ def build_asgi(gateway: ServingGateway) -> tuple[FastAPI, ASGIApp]:
     settings = gateway.settings
     app = FastAPI(
         title="svc",
-        responses=problem_responses(400, 401, 403, 404, 409, 413, 422, 429, 500, 503),
         summary="Submit Celery tasks without blocking and watch them live over WebSockets.",
         version="0.1.0",
         lifespan=lifespan,
@@ -347,7 +350,9 @@ def build_asgi(gateway: ServingGateway) -> tuple[FastAPI, ASGIApp]:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     for error, handler in EXCEPTION_HANDLERS:
         app.add_exception_handler(error, handler)
-    app.include_router(router)
+    # The route objects themselves, not include_router: FastAPI resolves an included router's routes
+    # on every request, about 10 µs each on this machine (BENCHMARKS.md, issue 14).
+    app.router.routes.extend(router.routes)
     if SDK_SOURCE is not None:
         app.mount("/sdk", StaticFiles(directory=SDK_SOURCE), name="sdk")
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]

@@ -1,4 +1,5 @@
-"""Declarations checked against the code: the README's settings table and svc's public names."""
+"""Declarations checked against the code: the README's settings table, svc's public names, and the
+boundary between the worker side and the API side."""
 
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ def test_every_public_name_says_what_it_promises() -> None:
     for name in svc.__all__:
         value = getattr(svc, name)
         assert (value.__doc__ or "").strip(), f"svc.{name} has no docstring"
+
+
+def test_the_worker_side_never_loads_the_api_side() -> None:
+    """A worker process (svc worker, or celery -A on an instrumented app) imports svc's worker side and
+    the wire format only: no FastAPI, no Starlette, nothing of svc's API, fan-out or monitor."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, svc\n"
+        "svc.instrument, svc.expose, svc.report_progress\n"
+        "import svc.celery_app, svc.tasks, svc.worker.steps, svc.worker.transport\n"
+        "api_side = ('fastapi', 'starlette', 'uvicorn', 'svc.api', 'svc.gateway', 'svc.runtime',\n"
+        "            'svc.bridge', 'svc.edge', 'svc.enqueue', 'svc.fanout', 'svc.monitor', 'svc.demo')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(api_side)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]", done.stdout

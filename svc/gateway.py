@@ -169,9 +169,8 @@ class Gateway:
         """A signature with options of Celery's own (links, headers, a chosen id…): PENDING first, then
         Celery sends it, in a thread."""
         runtime = self.runtime
-        task_id = str(signature.options.get("task_id") or signature.freeze().id)
-        frozen = signature.clone()
-        frozen.set(task_id=task_id)
+        frozen = signature.clone()  # the caller's signature is never changed
+        task_id = str(frozen.freeze().id)
         body = events.encode_body(task_id, str(signature.task), "PENDING")
         await runtime.submitter.events_batcher.execute(
             events.publish_command(self.settings, task_id, "PENDING", body, only_if=events.ONLY_IF_NEW)
@@ -186,7 +185,8 @@ class Gateway:
         """The task's events after ``since`` (its history, then live), as dicts in the SPEC's event
         shape, ending after the terminal one (a workflow's: its own final event). Events wait for a slow
         reader in a bounded queue: past ``WATCH_QUEUE`` of them, PROGRESS steps are coalesced, and past
-        twice that the iterator raises ``svc.fanout.outbox.Overflow``."""
+        twice that the iterator raises ``svc.fanout.outbox.Overflow``. An id nobody submitted is waited
+        for, as on a WebSocket: put a timeout around it where that matters."""
         runtime = self.runtime
         if since < 0:
             raise ValueError("since must be a non-negative integer")

@@ -394,6 +394,13 @@ async def test_server_side_submit_and_watch_through_a_mounted_gateway(two_gatewa
         assert final["task_id"] == workflow["workflow_id"] and final["state"] == "SUCCESS"
         assert final["result"] == 6
 
+        chosen = str(uuid.uuid4())
+        task = (await http.post("/add-with-id", params={"task_id": chosen})).json()
+        assert task["task_id"] == chosen
+        frames = await frames_of(f"{ws}{task['ws_url']}?token={task['token']}")
+        assert [frame["state"] for frame in frames] == ["PENDING", "RECEIVED", "STARTED", "SUCCESS"]
+        assert frames[-1]["result"] == 9
+
         for path, kind, result in (("/group", "group", [2, 4]), ("/chord", "chord", 6)):
             workflow = (await http.post(path)).json()
             assert workflow["kind"] == kind

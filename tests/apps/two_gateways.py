@@ -68,3 +68,10 @@ async def add_chord() -> dict[str, Any]:
         chord([team.add_numbers.s(1, 1), team.add_numbers.s(2, 2)], team.total.s())
     )
     return task.model_dump()
+
+
+@app.post("/add-with-id")
+async def add_with_id(task_id: str) -> dict[str, Any]:
+    """A signature with a Celery option of its own (a chosen id): sent by Celery, PENDING first."""
+    task = await team_gateway.submit(team.add_numbers.s(4, 5).set(task_id=task_id))
+    return task.model_dump()

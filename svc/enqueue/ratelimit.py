@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from svc.enqueue.batcher import Batcher
+from svc.batcher import Batcher
 from svc.errors import RateLimited
 
 # KEYS[1] the client's theoretical arrival time (ms); ARGV[1] ms per request, ARGV[2] burst window (ms).

@@ -24,8 +24,8 @@ from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import NoScriptError, RedisError
 
+from svc.batcher import Batcher
 from svc.enqueue import idempotency
-from svc.enqueue.batcher import Batcher
 from svc.enqueue.message import Prepared, Routes, SubmitOptions, new_id, prepare, redis_envelope
 from svc.enqueue.workflows import Plan
 from svc.errors import ServiceUnavailable

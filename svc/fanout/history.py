@@ -10,6 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 from celery import Celery
 
+from svc.batcher import Batcher
 from svc.wire import events
 
 
@@ -23,6 +24,9 @@ class History:
         self.namespace = namespace
         self.app = app
         self.backend_redis = backend_redis
+        # History reads of many subscribers at once (10,000 clients reconnecting) go together, pipelined
+        # on one connection, instead of each waiting for one of the pool's connections.
+        self.reads = Batcher(redis)
 
     async def all(self, task_id: str) -> list[bytes]:
         """Every recorded event of ``task_id``, oldest first."""
@@ -31,13 +35,14 @@ class History:
     async def after(self, task_id: str, seq: int) -> list[bytes]:
         """Recorded events of ``task_id`` with a seq above ``seq``, oldest first."""
         key = events.history_key(self.namespace, task_id)
-        return cast(list[bytes], await self.redis.zrangebyscore(key, f"({seq}", "+inf"))
+        (recorded,) = await self.reads.execute(("ZRANGEBYSCORE", key, f"({seq}", "+inf"))
+        return cast(list[bytes], recorded)
 
     async def latest(self, task_id: str) -> bytes | None:
         """The newest recorded event of ``task_id``, if any."""
         key = events.history_key(self.namespace, task_id)
-        newest = cast(list[bytes], await self.redis.zrange(key, -1, -1))
-        return newest[0] if newest else None
+        (newest,) = await self.reads.execute(("ZRANGE", key, -1, -1))
+        return cast(bytes, newest[0]) if newest else None
 
     async def stored_result(self, task_id: str) -> bytes | None:
         """A snapshot event built from Celery's result backend (``seq`` 0, ``recovered`` false), if any."""

@@ -1,4 +1,5 @@
-"""Coalesce concurrent Redis writes into one pipelined round trip.
+"""Coalesce concurrent Redis commands into one pipelined round trip: the submits' writes, and the
+history reads of many subscribers catching up at once.
 
 Each caller hands over a short list of commands and awaits their replies; while one round trip is in
 flight, newcomers queue and go together in the next. Commands of one caller run in order on one

@@ -97,4 +97,4 @@ async def lag(reset: bool = False) -> dict[str, float]:
     return sampler.summary(reset)
 
 
-__all__ = ["app", "asgi"]  # uvicorn serves ``asgi``: svc's fast lanes in front of this app
+__all__ = ["app", "asgi"]  # `svc api` serves ``asgi`` (bench/serve.py): the fast lanes in front of this app

@@ -54,6 +54,8 @@ def bench_env(redis_url: str, **extra: str) -> dict[str, str]:
         SVC_NAMESPACE=NAMESPACE,
         SVC_RATE_LIMIT="0",
         SVC_WS_MAX_CONNECTIONS="100000",
+        # every client of a benchmark comes from 127.0.0.1: no per-address cap on connections
+        SVC_HTTP_MAX_CONNECTIONS="0",
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join(
             dict.fromkeys([str(SVC_TREE), str(ROOT), os.environ.get("PYTHONPATH", "")])
@@ -89,31 +91,13 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 @contextmanager
-def api_service(redis_url: str, app: str = "bench.app:asgi", **env: str) -> Iterator[Api]:
-    """One uvicorn process serving ``app`` with ``svc api``'s WebSocket settings (no per-message deflate)."""
+def api_service(redis_url: str, **env: str) -> Iterator[Api]:
+    """One ``svc api`` process (bench/serve.py: svc's own command, with the /bench/* endpoints added)."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="svc-bench-api-", suffix=".log")[1])
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                app,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--ws-per-message-deflate",
-                "false",
-                "--ws-max-size",
-                "65536",
-            ],
+            [sys.executable, "-m", "bench.serve", "api", "--port", str(port), "--log-level", "warning"],
             cwd=SVC_TREE,
             env=bench_env(redis_url, **env),
             stdout=handle,
@@ -138,9 +122,9 @@ def api_service(redis_url: str, app: str = "bench.app:asgi", **env: str) -> Iter
 
 
 @contextmanager
-def api_process(redis_url: str, app: str = "bench.app:asgi", **env: str) -> Iterator[str]:
-    """One uvicorn process serving ``app``; yields its base URL."""
-    with api_service(redis_url, app, **env) as api:
+def api_process(redis_url: str, **env: str) -> Iterator[str]:
+    """One ``svc api`` process; yields its base URL."""
+    with api_service(redis_url, **env) as api:
         yield api.base
 
 

@@ -73,7 +73,7 @@ def main() -> None:
         "",
         f"`python -m bench.loop_lag --seconds {options.seconds} --rounds {options.rounds}` — sampled inside "
         f"the API process every 10 ms (lag = actual wake minus scheduled); wrk {options.connections} "
-        f"connections; one uvicorn process, private Redis, no worker; worst p99 of {options.rounds} "
+        f"connections; one `svc api` process, private Redis, no worker; worst p99 of {options.rounds} "
         f"rounds; {provenance()}; {platform.machine()}, {dt.date.today().isoformat()}.",
         "",
         "| phase | req/s | samples | p50 ms | p99 ms | max ms | p99 × idle |",

@@ -2,7 +2,7 @@
 
     python -m bench.submit [--seconds 8] [--rounds 2]
 
-All three endpoints live in one uvicorn process on one private Redis; rounds interleave them and the
+All three endpoints live in one `svc api` process (bench/serve.py) on one private Redis; rounds interleave them and the
 best of each is kept, so the ratios are as fair as a shared 2-core machine allows.
 """
 
@@ -50,7 +50,7 @@ def main() -> None:
         "## Submit throughput",
         "",
         f"`python -m bench.submit --seconds {options.seconds} --rounds {options.rounds}` — wrk, "
-        f"{options.connections} connections, one uvicorn process (uvloop, httptools), private Redis; "
+        f"{options.connections} connections, one `svc api` process (uvloop, httptools, svc's HTTP guards), private Redis; "
         f"{platform.machine()}, {dt.date.today().isoformat()}.",
         "",
         "| endpoint | req/s | × constant | API CPU µs / request | non-2xx |",

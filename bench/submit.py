@@ -2,8 +2,9 @@
 
     python -m bench.submit [--seconds 8] [--rounds 2]
 
-All three endpoints live in one `svc api` process (bench/serve.py) on one private Redis; rounds interleave them and the
-best of each is kept, so the ratios are as fair as a shared 2-core machine allows.
+All three endpoints live in one `svc api` process (bench/serve.py) on one private Redis; rounds
+interleave them and the best of each is kept, so the ratios are as fair as a shared 2-core machine
+allows.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def main() -> None:
         "## Submit throughput",
         "",
         f"`python -m bench.submit --seconds {options.seconds} --rounds {options.rounds}` — wrk, "
-        f"{options.connections} connections, one `svc api` process (uvloop, httptools, svc's HTTP guards), private Redis; "
+        f"{options.connections} connections, one `svc api` process (uvloop, httptools, svc's HTTP "
+        "guards), private Redis; "
         f"{platform.machine()}, {dt.date.today().isoformat()}.",
         "",
         "| endpoint | req/s | × constant | API CPU µs / request | non-2xx |",

@@ -122,6 +122,41 @@ def api_service(redis_url: str, **env: str) -> Iterator[Api]:
 
 
 @contextmanager
+def ceiling_service(redis_url: str) -> Iterator[Api]:
+    """The fan-out ceiling (bench/ceiling.py) on the benchmark's namespace; ready once it listens."""
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="svc-bench-ceiling-", suffix=".log")[1])
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.ceiling",
+                "--port",
+                str(port),
+                "--redis",
+                redis_url,
+                "--namespace",
+                NAMESPACE,
+            ],
+            cwd=ROOT,
+            env=bench_env(redis_url),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while b"listening" not in log.read_bytes():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"the ceiling did not start; see {log}")
+            time.sleep(0.05)
+        yield Api(f"http://127.0.0.1:{port}", process.pid, log)
+    finally:
+        _stop(process)
+
+
+@contextmanager
 def api_process(redis_url: str, **env: str) -> Iterator[str]:
     """One ``svc api`` process; yields its base URL."""
     with api_service(redis_url, **env) as api:

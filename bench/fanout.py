@@ -1,8 +1,11 @@
 """Fan-out: 1,000 / 5,000 / 10,000 concurrent WebSocket subscribers on one API process.
 
-    python -m bench.fanout [--subscribers 1000,5000,10000] [--tasks 100] [--clients 4]
+    python -m bench.fanout [--subscribers 1000,5000,10000] [--tasks 100] [--clients 4] [--servers svc,ceiling]
 
-Per size, a fresh API process and a private Redis:
+Per size and server, a fresh API process and a private Redis. The servers: ``svc`` (``svc api``), and
+``ceiling`` (bench/ceiling.py: each event's frame encoded once and written to every socket's transport,
+none of svc's guarantees; the tasks are still submitted through a ``svc api`` beside it, whose CPU is
+not counted). Each row's CPU per frame is also given as a multiple of the ceiling's at that size.
 
 1. submit ``--tasks`` `add` tasks to a queue no worker consumes yet (``options.queue``);
 2. ``--clients`` client processes (asyncio + websockets, each from its own 127.0.0.x address) open one
@@ -43,6 +46,7 @@ from bench.common import (
     Api,
     Profile,
     api_service,
+    ceiling_service,
     cpu_seconds,
     percentile,
     private_redis,
@@ -63,6 +67,7 @@ class Outcome:
 
     subscribers: int
     tasks: int
+    server: str = "svc"
     connected: int = 0
     terminals: int = 0
     svc_delays: list[float] = field(default_factory=list)
@@ -141,8 +146,9 @@ async def _watch_all(pipe: Connection, ws_base: str, jobs: list[tuple[str, str]]
 # the benchmark -----------------------------------------------------------------------------------
 
 
-async def submit_held(base: str, count: int, queue: str) -> list[tuple[str, str]]:
-    """``count`` add tasks sent to ``queue`` (which no worker consumes yet): (task_id, token) each."""
+async def submit_held(base: str, ws_base: str, count: int, queue: str) -> list[tuple[str, str]]:
+    """``count`` add tasks sent to ``queue`` (which no worker consumes yet): (task_id, token) each; the
+    WebSocket path of the server at ``ws_base`` is warmed with one of them."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         held = []
         for index in range(count):
@@ -151,7 +157,7 @@ async def submit_held(base: str, count: int, queue: str) -> list[tuple[str, str]
             body = response.json()
             held.append((body["task_id"], body["token"]))
         # warm the WebSocket path so that its one-off imports and caches are not counted per subscriber
-        async with websockets.connect(f"ws{base.removeprefix('http')}/ws/tasks/{held[0][0]}") as socket:
+        async with websockets.connect(f"{ws_base}/ws/tasks/{held[0][0]}") as socket:
             await socket.recv()
     return held
 
@@ -184,12 +190,20 @@ async def api_redis_connections(redis_url: str) -> tuple[int, int]:
 
 
 async def measure(
-    redis_url: str, api: Api, subscribers: int, tasks: int, clients: int, profile: bool
+    redis_url: str,
+    api: Api,
+    subscribers: int,
+    tasks: int,
+    clients: int,
+    profile: bool,
+    served: Api,
+    server: str,
 ) -> Outcome:
-    """One size, on a fresh API process."""
-    outcome = Outcome(subscribers, tasks)
+    """One size, on a fresh API process: tasks submitted through ``api``, watched on ``served``."""
+    outcome = Outcome(subscribers, tasks, server)
     queue = f"fanout-{uuid.uuid4().hex[:8]}"
-    held = await submit_held(api.base, tasks, queue)
+    held = await submit_held(api.base, served.ws, tasks, queue)
+    api = served  # from here on: the server the clients watch, its memory and CPU
     gc.collect()
     await asyncio.sleep(0.5)
     outcome.rss_before = rss_kib(api.pid)
@@ -251,10 +265,17 @@ async def measure(
     return outcome
 
 
-def run_size(subscribers: int, tasks: int, clients: int, profile: bool = False, **api_env: str) -> Outcome:
-    """Measure one size on a private Redis and a fresh API process."""
-    with private_redis() as server, api_service(server.url, **api_env) as api:
-        return uvloop.run(measure(server.url, api, subscribers, tasks, clients, profile))
+def run_size(
+    subscribers: int, tasks: int, clients: int, profile: bool = False, server: str = "svc", **api_env: str
+) -> Outcome:
+    """Measure one size on a private Redis and a fresh API process (and the ceiling, for ``ceiling``)."""
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(private_redis())
+        api = stack.enter_context(api_service(redis_server.url, **api_env))
+        served = stack.enter_context(ceiling_service(redis_server.url)) if server == "ceiling" else api
+        return uvloop.run(
+            measure(redis_server.url, api, subscribers, tasks, clients, profile, served, server)
+        )
 
 
 def ms(values: list[float], q: float) -> str:
@@ -268,7 +289,8 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         "## Fan-out: concurrent WebSocket subscribers on one API process",
         "",
         f"`python -m bench.fanout --subscribers {options.subscribers} --tasks {options.tasks} "
-        f"--clients {options.clients}` — subscribers spread evenly over {options.tasks} `add` tasks held "
+        f"--clients {options.clients} --servers {options.servers}` — subscribers spread evenly over "
+        f"{options.tasks} `add` tasks held "
         f"in a queue until everyone watches; {options.clients} client processes; a fresh API process per "
         f"size; one worker (concurrency 2); {provenance()}; {platform.machine()}, "
         f"{dt.date.today().isoformat()}. "
@@ -277,26 +299,29 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         "channels, same run. API CPU per frame: the API process's CPU time over the delivery (pub/sub "
         "reads, frame sends, closing handshakes) divided by the live frames the clients received.",
         "",
-        "| subscribers | watching | got terminal | svc p50 / p99 ms | Redis-only p50 / p99 ms "
-        "| p50 × Redis | API CPU µs / frame | KiB / idle sub | API Redis conns (pub/sub) | connect s "
-        "| deliver s |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | subscribers | watching | got terminal | p50 / p99 ms | Redis-only p50 / p99 ms "
+        "| p50 × Redis | server CPU µs / frame | × ceiling | KiB / idle sub | Redis conns (pub/sub) "
+        "| connect s | deliver s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    ceilings = {out.subscribers: out.cpu_per_frame_us for out in outcomes if out.server == "ceiling"}
     for out in outcomes:
+        ceiling = ceilings.get(out.subscribers)
+        times = f"{out.cpu_per_frame_us / ceiling:.1f}" if ceiling else "-"
         ratio = (
             f"{percentile(out.svc_delays, 50) / percentile(out.redis_delays, 50):.0f}"
             if out.svc_delays and out.redis_delays
             else "-"
         )
         lines.append(
-            f"| {out.subscribers:,} | {out.connected:,} | {out.terminals:,} | "
+            f"| {out.server} | {out.subscribers:,} | {out.connected:,} | {out.terminals:,} | "
             f"{ms(out.svc_delays, 50)} / {ms(out.svc_delays, 99)} | "
             f"{ms(out.redis_delays, 50)} / {ms(out.redis_delays, 99)} | {ratio} | "
-            f"{out.cpu_per_frame_us:.0f} | {out.kib_per_subscriber:.1f} | "
+            f"{out.cpu_per_frame_us:.0f} | {times} | {out.kib_per_subscriber:.1f} | "
             f"{out.redis_clients} ({out.redis_pubsub}) | "
             f"{out.connect_seconds:.1f} | {out.deliver_seconds:.1f} |"
         )
-    biggest = max(outcomes, key=lambda out: out.subscribers)
+    biggest = max((out for out in outcomes if out.server == "svc"), key=lambda out: out.subscribers)
     complete = all(out.terminals == out.subscribers for out in outcomes)
     lines += [
         "",
@@ -307,7 +332,9 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         "processes share the machine's 2 cores with the API and the worker and take one frame per "
         "subscriber, where the Redis-only column takes each event once; the API's own cost is the CPU "
         'column. "deliver s" runs from starting the worker to the last client\'s report, worker start-up '
-        "included.",
+        "included. The ceiling's Redis connections include those of the `svc api` beside it that "
+        "submitted the tasks; its memory per subscriber is what a socket costs with no framework and "
+        "no buffers of its own.",
     ]
     for out in outcomes:
         if out.errors:
@@ -320,6 +347,7 @@ def main() -> None:
     parser.add_argument("--subscribers", default="1000,5000,10000", help="comma-separated sizes")
     parser.add_argument("--tasks", type=int, default=100, help="tasks the subscribers spread over")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
+    parser.add_argument("--servers", default="svc,ceiling", help="comma-separated: svc, ceiling")
     options = parser.parse_args()
     limit = raise_nofile()
     sizes = [int(size) for size in options.subscribers.split(",")]
@@ -327,13 +355,14 @@ def main() -> None:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {limit} is too low for {max(sizes):,} subscribers")
     outcomes = []
     for size in sizes:
-        outcome = run_size(size, options.tasks, options.clients)
-        print(
-            f"{size:,} subscribers: {outcome.connected:,} watching, {outcome.terminals:,} terminal, "
-            f"{outcome.kib_per_subscriber:.1f} KiB each",
-            flush=True,
-        )
-        outcomes.append(outcome)
+        for server in options.servers.split(","):
+            outcome = run_size(size, options.tasks, options.clients, server=server)
+            print(
+                f"{server} at {size:,} subscribers: {outcome.connected:,} watching, "
+                f"{outcome.terminals:,} terminal, {outcome.cpu_per_frame_us:.0f} µs CPU per frame",
+                flush=True,
+            )
+            outcomes.append(outcome)
     text = report(outcomes, options)
     print(text)
     write_section("fanout", text)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,32 +90,48 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
             process.wait()
 
 
-@contextmanager
-def api_service(redis_url: str, **env: str) -> Iterator[Api]:
-    """One ``svc api`` process (bench/serve.py: svc's own command, with the /bench/* endpoints added)."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="svc-bench-api-", suffix=".log")[1])
+def _spawn(
+    module_args: list[str], cwd: Path, env: dict[str, str], label: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``python -m …`` in a session of its own, its output in a temporary log."""
+    log = Path(tempfile.mkstemp(prefix=f"svc-bench-{label}-", suffix=".log")[1])
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.serve", "api", "--port", str(port), "--log-level", "warning"],
-            cwd=SVC_TREE,
-            env=bench_env(redis_url, **env),
+            [sys.executable, "-m", *module_args],
+            cwd=cwd,
+            env=env,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    return process, log
+
+
+def _until(ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    """Poll ``ready`` for up to 30 s; RuntimeError naming the log if the process dies or time runs out."""
+    deadline = time.monotonic() + 30
+    while not ready():
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError(f"{what} did not start; see {log}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def api_service(redis_url: str, **env: str) -> Iterator[Api]:
+    """One ``svc api`` process (bench/serve.py: svc's own command, with the /bench/* endpoints added)."""
+    port = free_port()
+    args = ["bench.serve", "api", "--port", str(port), "--log-level", "warning"]
+    process, log = _spawn(args, SVC_TREE, bench_env(redis_url, **env), "api")
     base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"API did not start; see {log}")
-            time.sleep(0.1)
+        _until(healthy, process, log, "API")
         yield Api(base, process.pid, log)
     finally:
         _stop(process)
@@ -125,32 +141,10 @@ def api_service(redis_url: str, **env: str) -> Iterator[Api]:
 def ceiling_service(redis_url: str) -> Iterator[Api]:
     """The fan-out ceiling (bench/ceiling.py) on the benchmark's namespace; ready once it listens."""
     port = free_port()
-    log = Path(tempfile.mkstemp(prefix="svc-bench-ceiling-", suffix=".log")[1])
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.ceiling",
-                "--port",
-                str(port),
-                "--redis",
-                redis_url,
-                "--namespace",
-                NAMESPACE,
-            ],
-            cwd=ROOT,
-            env=bench_env(redis_url),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    args = ["bench.ceiling", "--port", str(port), "--redis", redis_url, "--namespace", NAMESPACE]
+    process, log = _spawn(args, ROOT, bench_env(redis_url), "ceiling")
     try:
-        deadline = time.monotonic() + 30
-        while b"listening" not in log.read_bytes():
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"the ceiling did not start; see {log}")
-            time.sleep(0.05)
+        _until(lambda: b"listening" in log.read_bytes(), process, log, "the ceiling")
         yield Api(f"http://127.0.0.1:{port}", process.pid, log)
     finally:
         _stop(process)

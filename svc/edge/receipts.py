@@ -32,6 +32,11 @@ class WorkflowAccepted(BaseModel):
     ws_url: str
     token: str
 
+    @property
+    def task_id(self) -> str:
+        """The workflow's id under the name a task's answer uses: its stream is watched the same way."""
+        return self.workflow_id
+
 
 def accepted(settings: Settings, prefix: str, task_id: str, name: str, **extra: str) -> dict[str, str]:
     """The fields of ``Accepted`` for a task submitted under ``prefix`` (a plain dict: this is on the

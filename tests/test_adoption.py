@@ -314,6 +314,28 @@ async def test_svc_worker_instruments_an_app_that_never_calls_instrument(
     assert team.celery_app.main == "team"
 
 
+def test_a_send_does_not_wait_on_an_unreachable_svc_redis(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """svc's Redis gone (a closed port) while the broker answers: ``send_task`` still enqueues, after
+    one short try at PENDING (the worker's client would retry for about a minute), and says so."""
+    import time
+
+    from svc.embedded import free_port
+
+    queue = f"{TEAM_NS}-unreachable"
+    app = Celery("unreachable", broker=redis_url, backend=redis_url)
+    app.conf.task_default_queue = queue
+    svc.instrument(app, Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", namespace=TEAM_NS))
+    started = time.monotonic()
+    app.send_task("send_email_task", ["x@y.z"])
+    assert time.monotonic() - started < 20  # one try, not a minute of retries
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen(queue) == 1
+    client.delete(queue)
+    assert "event=publish_failed" in caplog.text
+
+
 async def test_only_an_instrumented_apps_tasks_have_events(redis_url: str, session_dir: Path) -> None:
     """A worker of an app that svc does not instrument (its process instruments another app) runs its
     tasks and publishes nothing for them."""

@@ -5,7 +5,8 @@ Celery publishes every task message through one function per app, ``app.amqp.sen
 gives the app an AMQP class whose sender records PENDING in the events Redis just before the message
 goes out, so no worker event can take ``seq`` 1 before it. It is recorded only for a task with no event
 yet: a retry's message, or a step the API already recorded, adds nothing. A PENDING that cannot be
-recorded is logged and the message is sent all the same: svc never stops a team's own ``.delay()``.
+recorded within about a second (one try, ``svc.worker.state.SENDER_TIMEOUT``) is logged and the message
+is sent all the same: svc never stops a team's own ``.delay()``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def recording(state: Instrumentation, send: Callable[..., Any]) -> Callable[...,
         if isinstance(task_id, str) and not _recorded_already.get():
             try:
                 body = events.encode_body(task_id, name, "PENDING")
-                state.publish_to(task_id, "PENDING", body, only_if=events.ONLY_IF_NEW)
+                state.publish_to(task_id, "PENDING", body, only_if=events.ONLY_IF_NEW, quick=True)
             except Exception:  # the events Redis is not configured or not reachable: send anyway
                 log.exception("event=pending_not_recorded task_id=%s", task_id)
         return send(producer, name, message, *args, **kwargs)

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 from celery import Celery
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -27,6 +27,7 @@ from svc.worker import workflow_steps
 
 log = logging.getLogger("svc.worker.publisher")
 ATTRIBUTE = "svc_instrumentation"  # the attribute of the Celery app that holds its Instrumentation
+SENDER_TIMEOUT = 1.0  # seconds a sender's PENDING may wait for svc's Redis before the message goes anyway
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Instrumentation:
         self._pid: int | None = None
         self._client: redis.Redis | None = None
         self._script: Any = None
+        self._quick_pid: int | None = None
+        self._quick: tuple[redis.Redis, Any] | None = None
 
     @property
     def wiring(self) -> Wiring:
@@ -82,10 +85,35 @@ class Instrumentation:
             self._script = client.register_script(events.PUBLISH_SCRIPT)
         return self._client, self._script
 
+    def quick_client(self) -> tuple[redis.Redis, Any]:
+        """A client for the senders' PENDING: one try, a short timeout, so that a team's ``.delay()``
+        never waits on svc's Redis for longer than about SENDER_TIMEOUT (made anew after a fork)."""
+        if self._quick_pid != os.getpid() or self._quick is None:
+            client = redis.Redis.from_url(
+                self.wiring.events_url,
+                socket_timeout=SENDER_TIMEOUT,
+                socket_connect_timeout=SENDER_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._quick_pid, self._quick = (
+                os.getpid(),
+                (client, client.register_script(events.PUBLISH_SCRIPT)),
+            )
+        return self._quick
+
     def publish_to(
-        self, stream_id: str, state: str, body: bytes, *, terminal: bool | None = None, only_if: str = ""
+        self,
+        stream_id: str,
+        state: str,
+        body: bytes,
+        *,
+        terminal: bool | None = None,
+        only_if: str = "",
+        quick: bool = False,
     ) -> Published:
-        """Run the publish script for one stream (a task, or a workflow); never raises on Redis errors."""
+        """Run the publish script for one stream (a task, or a workflow); never raises on Redis errors.
+        ``quick``: one short try (``quick_client``), for a sender's PENDING; else the worker's client,
+        which retries for about a minute while Redis restarts."""
         settings = self.settings
         keys, args = events.publish_args(
             self.namespace,
@@ -97,7 +125,7 @@ class Instrumentation:
             terminal=terminal,
             only_if=only_if,
         )
-        client, script = self.client()
+        client, script = self.quick_client() if quick else self.client()
         try:
             seq, revoked, workflow_id, step = script(keys=keys, args=args, client=client)
         except redis.RedisError:

@@ -22,7 +22,14 @@ class PublishTo(Protocol):
     """Publish one event body to one stream (svc.worker.state.Instrumentation.publish_to)."""
 
     def __call__(
-        self, stream_id: str, state: str, body: bytes, *, terminal: bool | None = None, only_if: str = ""
+        self,
+        stream_id: str,
+        state: str,
+        body: bytes,
+        *,
+        terminal: bool | None = None,
+        only_if: str = "",
+        quick: bool = False,
     ) -> Any: ...
 
 

@@ -7,6 +7,7 @@ state they can see. Helpers here submit tasks and read WebSockets with real clie
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -282,10 +283,46 @@ async def watch(
     return frames, code
 
 
+_open_celery_clients: list[Celery] = []
+
+
+def closing(app: Celery) -> Celery:
+    """``app``, a Celery client made in the test process, closed when the test ends (below)."""
+    _open_celery_clients.append(app)
+    return app
+
+
+@pytest.fixture(autouse=True)
+def close_celery_clients() -> Iterator[None]:
+    """After each test, close what its Celery clients opened: the result backend's pub/sub (which
+    ``AsyncResult.get`` subscribes with), the broker's pools, and svc's clients of the events Redis.
+    Closed only once the test's own references are gone and collected: an ``AsyncResult`` unsubscribes
+    when it is deleted, and on a closed pub/sub that would open a new connection, never closed."""
+    yield
+    if not _open_celery_clients:
+        return
+    from svc.worker.state import instrumentation_of
+
+    gc.collect()
+    while _open_celery_clients:
+        app = _open_celery_clients.pop()
+        if app._backend is not None:  # made only once results were used
+            consumer = getattr(app._backend, "result_consumer", None)
+            if consumer is not None:
+                consumer.stop()
+                # a result still referenced elsewhere unsubscribes when deleted: with nothing left
+                # subscribed, it has nothing to send (else a closed pub/sub would open a connection)
+                consumer.subscribed_to.clear()
+        app.close()
+        state = instrumentation_of(app)
+        if state is not None:
+            state.close()
+
+
 def plain_celery(redis_url: str, namespace: str = NAMESPACE) -> Celery:
     """A Celery client that knows nothing of svc: what another service of the user's would run, set up
     as the README says a client of the demo app must be (its queue and result keys follow the namespace)."""
-    celery = Celery("elsewhere", broker=redis_url, backend=redis_url)
+    celery = closing(Celery("elsewhere", broker=redis_url, backend=redis_url))
     celery.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -29,7 +29,7 @@ from svc.errors import ConfigurationError, InvalidArguments
 from svc.exposure import exposed_tasks
 from svc.settings import Settings
 from svc.wiring import wiring_for
-from tests.conftest import Service, spawn, start_worker, svc_env, until, wait_for, wait_until_answers
+from tests.conftest import Service, closing, spawn, start_worker, svc_env, until, wait_for, wait_until_answers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -303,7 +303,7 @@ async def test_svc_worker_instruments_an_app_that_never_calls_instrument(
     monkeypatch.setenv("TEAM_REDIS_URL", redis_url)
     from tests.apps import team
 
-    sender = Celery("team", broker=redis_url, backend=redis_url)
+    sender = closing(Celery("team", broker=redis_url, backend=redis_url))
     sender.conf.task_default_queue = f"{TEAM_NS}-q"
     svc.instrument(sender, Settings(namespace=TEAM_NS))
     result = sender.send_task("send_email_task", ["a@b.c"])
@@ -311,6 +311,7 @@ async def test_svc_worker_instruments_an_app_that_never_calls_instrument(
     client = redis.Redis.from_url(redis_url)
     await until(lambda: "SUCCESS" in history_states(client, TEAM_NS, result.id), what="SUCCESS recorded")
     assert history_states(client, TEAM_NS, result.id) == ["PENDING", "RECEIVED", "STARTED", "SUCCESS"]
+    client.close()
     assert team.celery_app.main == "team"
 
 
@@ -324,7 +325,7 @@ def test_a_send_does_not_wait_on_an_unreachable_svc_redis(
     from svc.embedded import free_port
 
     queue = f"{TEAM_NS}-unreachable"
-    app = Celery("unreachable", broker=redis_url, backend=redis_url)
+    app = closing(Celery("unreachable", broker=redis_url, backend=redis_url))
     app.conf.task_default_queue = queue
     svc.instrument(app, Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", namespace=TEAM_NS))
     started = time.monotonic()
@@ -333,6 +334,7 @@ def test_a_send_does_not_wait_on_an_unreachable_svc_redis(
     client = redis.Redis.from_url(redis_url)
     assert client.llen(queue) == 1
     client.delete(queue)
+    client.close()
     assert "event=publish_failed" in caplog.text
 
 
@@ -354,11 +356,12 @@ async def test_only_an_instrumented_apps_tasks_have_events(redis_url: str, sessi
     ]
     process = spawn(args, env, log, module="celery")
     try:
-        sender = Celery("plain", broker=redis_url, backend=redis_url)
+        sender = closing(Celery("plain", broker=redis_url, backend=redis_url))
         result = sender.send_task("send_email_task", ["p@q.r"], queue=f"{TEAM_NS}-plain")
         assert await asyncio.to_thread(result.get, timeout=60) == "plain email to p@q.r"
         client = redis.Redis.from_url(redis_url)
         assert client.exists(f"{TEAM_NS}:task:{result.id}:history", f"svc:task:{result.id}:history") == 0
+        client.close()
     finally:
         Service(process, log).stop()
 

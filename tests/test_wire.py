@@ -23,7 +23,7 @@ from svc.celery_app import app as svc_app
 from svc.embedded import RedisProcess
 from svc.enqueue.message import SubmitOptions, kwargs_repr, new_id, prepare, redis_envelope
 
-from .conftest import NAMESPACE, Service, start_worker, states, submit, watch
+from .conftest import NAMESPACE, Service, closing, start_worker, states, submit, watch
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -32,7 +32,7 @@ def kombu_message(redis_url: str, task_id: str, options: dict[str, Any]) -> tupl
     """The message a stock ``send_task`` LPUSHes for these options, read back from a scratch db."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    celery = Celery("plain", broker=redis_url, backend=redis_url)
+    celery = closing(Celery("plain", broker=redis_url, backend=redis_url))
     celery.conf.update(
         task_serializer="json",
         accept_content=["json"],

@@ -123,16 +123,20 @@ def run_beat(argv: list[str], app: str | None = None) -> None:
 
 
 def needs_private_redis(app: str | None, env: dict[str, str]) -> bool:
-    """True when svc dev must start a Redis: SVC_REDIS_URL is unset and, for a team's app, neither its
-    result backend nor its broker is Redis (the demo app's default Redis is always the private one)."""
-    if "SVC_REDIS_URL" in env:
-        return False
+    """True when svc dev must start a Redis: for the demo app, when SVC_REDIS_URL is unset (its default
+    Redis is always the private one); for a team's app, when svc would find no Redis to use
+    (svc.wiring's rule: SVC_REDIS_URL, else the app's Redis result backend, else its Redis broker)."""
     if app is None:
-        return True
-    from svc.wiring import backend_url_of, broker_url_of, is_redis
+        return "SVC_REDIS_URL" not in env
+    from svc.errors import ConfigurationError
+    from svc.settings import Settings
+    from svc.wiring import wiring_for
 
-    celery_app = load_app(app)
-    return not (is_redis(backend_url_of(celery_app)) or is_redis(broker_url_of(celery_app)))
+    try:
+        wiring_for(load_app(app), Settings(redis_url=env.get("SVC_REDIS_URL")))
+    except ConfigurationError:
+        return True
+    return False
 
 
 def run_dev(host: str, port: int, app: str | None = None) -> int:

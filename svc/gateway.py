@@ -52,7 +52,9 @@ class Gateway:
             raise TypeError(f"svc.Gateway takes a Celery app, got {app!r}")
         self.app = instrument(app, settings)
         instrumented = instrumentation_of(app)
-        self.settings = settings or (instrumented.settings if instrumented is not None else Settings())
+        if instrumented is None:  # instrument() has just attached it
+            raise RuntimeError(f"{app!r} could not be instrumented")
+        self.settings = settings or instrumented.settings
         self.prefix = (prefix or "").rstrip("/")
         self._runtime: Runtime | None = None
         self._starts = 0
@@ -96,8 +98,7 @@ class Gateway:
         """Import the app's task modules (its ``include``/``imports``, and autodiscovery) and build its
         catalogue; blocking, so it runs in a thread."""
         self.app.loader.import_default_modules()
-        wiring = wiring_for(self.app, self.settings)
-        return wiring, exposed_tasks(self.app, self.settings.expose)
+        return wiring_for(self.app, self.settings), exposed_tasks(self.app, self.settings.expose)
 
     async def stop(self) -> None:
         """Close every socket with 1001 and every client (when the last start ends)."""
@@ -153,7 +154,7 @@ class Gateway:
         options = dict(signature.options)
         task_id = options.pop("task_id", None)
         if task_id is not None or not options.keys() <= PLAIN_OPTIONS:
-            submitted_id = await self._submit_through_celery(signature)
+            submitted_id = await runtime.submitter.submit_signature(signature)
         else:
             try:
                 plain = SubmitOptions.model_validate(options)
@@ -164,22 +165,6 @@ class Gateway:
             )
             submitted_id = submitted.task_id
         return Accepted(**accepted(self.settings, self.prefix, submitted_id, name))
-
-    async def _submit_through_celery(self, signature: Signature) -> str:
-        """A signature with options of Celery's own (links, headers, a chosen id…): PENDING first, then
-        Celery sends it, in a thread."""
-        runtime = self.runtime
-        frozen = signature.clone()  # the caller's signature is never changed
-        task_id = str(frozen.freeze().id)
-        body = events.encode_body(task_id, str(signature.task), "PENDING")
-        await runtime.submitter.events_batcher.execute(
-            events.publish_command(self.settings, task_id, "PENDING", body, only_if=events.ONLY_IF_NEW)
-        )
-        from svc.worker.sender import pending_recorded
-
-        with pending_recorded():
-            await anyio.to_thread.run_sync(frozen.apply_async)
-        return task_id
 
     async def watch(self, task_id: str, since: int = 0) -> AsyncIterator[dict[str, Any]]:
         """The task's events after ``since`` (its history, then live), as dicts in the SPEC's event

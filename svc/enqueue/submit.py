@@ -202,10 +202,25 @@ class Submitter:
         The canvas is sent by Celery itself in a worker thread (chains embed later steps in the
         first message; chords set up the backend's counter), never on the event loop.
         """
+        await self._record_then_send(plan.commands, plan.canvas)
+
+    async def submit_signature(self, signature: Any) -> str:
+        """Record PENDING for a signature with options of Celery's own (links, headers, a chosen id…),
+        then have Celery send it, in a worker thread; its task id. The caller's signature is not changed."""
+        frozen = signature.clone()
+        task_id = str(frozen.freeze().id)
+        body = events.encode_body(task_id, str(signature.task), "PENDING")
+        pending = events.publish_command(self.settings, task_id, "PENDING", body, only_if=events.ONLY_IF_NEW)
+        await self._record_then_send([pending], frozen)
+        return task_id
+
+    async def _record_then_send(self, commands: list[tuple[Any, ...]], canvas: Any) -> None:
+        """Run ``commands`` (the PENDING events) on the events Redis, then ``canvas.apply_async()`` in a
+        worker thread, whose sends record no PENDING of their own; 503 when Redis or the broker fails."""
         try:
-            await self.events_batcher.execute(*plan.commands)
+            await self.events_batcher.execute(*commands)
             with pending_recorded():
-                await anyio.to_thread.run_sync(lambda: plan.canvas.apply_async())
+                await anyio.to_thread.run_sync(canvas.apply_async)
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable(f"could not reach Redis or the broker: {type(exc).__name__}") from exc
 

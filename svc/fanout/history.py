@@ -20,7 +20,6 @@ class History:
     def __init__(
         self, redis: aioredis.Redis, namespace: str, app: Celery, backend_redis: aioredis.Redis | None
     ):
-        self.redis = redis
         self.namespace = namespace
         self.app = app
         self.backend_redis = backend_redis

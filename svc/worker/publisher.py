@@ -28,8 +28,6 @@ import orjson
 import redis
 from celery import signals
 from celery._state import get_current_task
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from svc.wire import events
 from svc.worker.state import Instrumentation, instrumentation_of
@@ -318,15 +316,11 @@ def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
     if hostname:
         # One quick try, not the publisher's minute of retries: a worker shutting down while Redis is
         # gone must not hang on a heartbeat that expires by itself anyway.
-        client = redis.Redis.from_url(
-            state.wiring.events_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
-        )
+        client, _ = state.client(quick=True)
         try:
             client.zrem(events.workers_key(state.namespace), hostname)
         except redis.RedisError:
             log.warning("event=worker_deregister_failed worker=%s", hostname)
-        finally:
-            client.close()
 
 
 HANDLERS = (

@@ -5,7 +5,7 @@ Celery publishes every task message through one function per app, ``app.amqp.sen
 gives the app an AMQP class whose sender records PENDING in the events Redis just before the message
 goes out, so no worker event can take ``seq`` 1 before it. It is recorded only for a task with no event
 yet: a retry's message, or a step the API already recorded, adds nothing. A PENDING that cannot be
-recorded within about a second (one try, ``svc.worker.state.SENDER_TIMEOUT``) is logged and the message
+recorded within about a second (one try, ``svc.worker.state.QUICK_TIMEOUT``) is logged and the message
 is sent all the same: svc never stops a team's own ``.delay()``.
 """
 

@@ -27,7 +27,7 @@ from svc.worker import workflow_steps
 
 log = logging.getLogger("svc.worker.publisher")
 ATTRIBUTE = "svc_instrumentation"  # the attribute of the Celery app that holds its Instrumentation
-SENDER_TIMEOUT = 1.0  # seconds a sender's PENDING may wait for svc's Redis before the message goes anyway
+QUICK_TIMEOUT = 1.0  # seconds of the one try a sender's PENDING (or a shutdown's deregistration) gets
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,7 @@ class Instrumentation:
         self.announced_retry: tuple[str, int] | None = None  # (task id, retries) whose RETRY went out
         self.heartbeat_stop = threading.Event()
         self._wiring: Wiring | None = None
-        self._pid: int | None = None
-        self._client: redis.Redis | None = None
-        self._script: Any = None
-        self._quick_pid: int | None = None
-        self._quick: tuple[redis.Redis, Any] | None = None
+        self._clients: dict[bool, tuple[int, redis.Redis, Any]] = {}  # quick? -> (pid, client, script)
 
     @property
     def wiring(self) -> Wiring:
@@ -70,36 +66,33 @@ class Instrumentation:
         """The prefix of svc's keys and channels for this app."""
         return self.settings.namespace
 
-    def client(self) -> tuple[redis.Redis, Any]:
+    def client(self, quick: bool = False) -> tuple[redis.Redis, Any]:
         """This process's client of the events Redis and its registered publish script (made anew after
-        a fork: a connection is never shared with a parent process)."""
-        if self._pid != os.getpid() or self._client is None:
+        a fork: a connection is never shared with a parent process). The worker's client retries for
+        about a minute while Redis restarts; the ``quick`` one makes one try of at most about
+        QUICK_TIMEOUT, for what must not wait on svc's Redis (a team's ``.delay()``, a shutdown)."""
+        made = self._clients.get(quick)
+        if made is None or made[0] != os.getpid():
+            if quick:
+                timeout, retry, retry_on = QUICK_TIMEOUT, Retry(NoBackoff(), 0), []
+            else:
+                timeout, retry = 5.0, Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30)
+                retry_on = [RedisConnectionError, RedisTimeoutError]
             client = redis.Redis.from_url(
                 self.wiring.events_url,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=retry,
+                retry_on_error=retry_on,
             )
-            self._pid, self._client = os.getpid(), client
-            self._script = client.register_script(events.PUBLISH_SCRIPT)
-        return self._client, self._script
+            made = self._clients[quick] = (os.getpid(), client, client.register_script(events.PUBLISH_SCRIPT))
+        return made[1], made[2]
 
-    def quick_client(self) -> tuple[redis.Redis, Any]:
-        """A client for the senders' PENDING: one try, a short timeout, so that a team's ``.delay()``
-        never waits on svc's Redis for longer than about SENDER_TIMEOUT (made anew after a fork)."""
-        if self._quick_pid != os.getpid() or self._quick is None:
-            client = redis.Redis.from_url(
-                self.wiring.events_url,
-                socket_timeout=SENDER_TIMEOUT,
-                socket_connect_timeout=SENDER_TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-            )
-            self._quick_pid, self._quick = (
-                os.getpid(),
-                (client, client.register_script(events.PUBLISH_SCRIPT)),
-            )
-        return self._quick
+    def close(self) -> None:
+        """Close this process's clients of the events Redis (they are made again when next needed)."""
+        for _, client, _ in self._clients.values():
+            client.close()
+        self._clients.clear()
 
     def publish_to(
         self,
@@ -112,8 +105,7 @@ class Instrumentation:
         quick: bool = False,
     ) -> Published:
         """Run the publish script for one stream (a task, or a workflow); never raises on Redis errors.
-        ``quick``: one short try (``quick_client``), for a sender's PENDING; else the worker's client,
-        which retries for about a minute while Redis restarts."""
+        ``quick``: one short try, for a sender's PENDING (see ``client``)."""
         settings = self.settings
         keys, args = events.publish_args(
             self.namespace,
@@ -125,7 +117,7 @@ class Instrumentation:
             terminal=terminal,
             only_if=only_if,
         )
-        client, script = self.quick_client() if quick else self.client()
+        client, script = self.client(quick)
         try:
             seq, revoked, workflow_id, step = script(keys=keys, args=args, client=client)
         except redis.RedisError:

@@ -21,16 +21,7 @@ from svc.wire import events
 class PublishTo(Protocol):
     """Publish one event body to one stream (svc.worker.state.Instrumentation.publish_to)."""
 
-    def __call__(
-        self,
-        stream_id: str,
-        state: str,
-        body: bytes,
-        *,
-        terminal: bool | None = None,
-        only_if: str = "",
-        quick: bool = False,
-    ) -> Any: ...
+    def __call__(self, stream_id: str, state: str, body: bytes, *, terminal: bool | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -150,6 +150,25 @@ def ceiling_service(redis_url: str) -> Iterator[Api]:
         _stop(process)
 
 
+# The peer servers bench.fanout can measure beside svc and the ceiling: name → module (bench/peers/).
+PEERS = {"socketio": "bench.peers.socketio_server", "broadcaster": "bench.peers.broadcaster_server"}
+
+
+@contextmanager
+def peer_service(name: str, redis_url: str) -> Iterator[Api]:
+    """One of the peer servers (``PEERS``) on the benchmark's namespace; ready once it listens."""
+    if name not in PEERS:
+        raise ValueError(f"unknown peer server {name!r}; choose from {', '.join(PEERS)}")
+    port = free_port()
+    args = [PEERS[name], "--port", str(port), "--redis", redis_url, "--namespace", NAMESPACE]
+    process, log = _spawn(args, ROOT, bench_env(redis_url), name)
+    try:
+        _until(lambda: b"listening" in log.read_bytes(), process, log, f"the {name} peer")
+        yield Api(f"http://127.0.0.1:{port}", process.pid, log)
+    finally:
+        _stop(process)
+
+
 @contextmanager
 def api_process(redis_url: str, **env: str) -> Iterator[str]:
     """One ``svc api`` process; yields its base URL."""

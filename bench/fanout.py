@@ -1,18 +1,29 @@
-"""Fan-out: 1,000 / 5,000 / 10,000 concurrent WebSocket subscribers on one API process.
+"""Fan-out: 1,000 / 5,000 / 10,000 concurrent WebSocket subscribers on one server process.
 
-    python -m bench.fanout [--subscribers 1000,5000,10000] [--tasks 100] [--clients 4] [--servers svc,ceiling]
+    python -m bench.fanout [--subscribers 1000,5000,10000] [--tasks 100] [--clients 4]
+                           [--servers svc,ceiling,socketio,broadcaster]
 
-Per size and server, a fresh API process and a private Redis. The servers: ``svc`` (``svc api``), and
-``ceiling`` (bench/ceiling.py: each event's frame encoded once and written to every socket's transport,
-none of svc's guarantees; the tasks are still submitted through a ``svc api`` beside it, whose CPU is
-not counted). Each row's CPU per frame is also given as a multiple of the ceiling's at that size.
+Per size and server, a fresh server process and a private Redis. The servers (``--servers``):
+
+- ``svc``: ``svc api`` itself;
+- ``ceiling``: bench/ceiling.py, each event's frame encoded once and written to every socket's
+  transport, none of svc's guarantees;
+- ``socketio``: python-socketio on its Redis manager (bench/peers/socketio_server.py), which the
+  clients speak Socket.IO to (Engine.IO v4 over the WebSocket transport) and leave after the terminal
+  event, as socket.io clients do;
+- ``broadcaster``: encode/broadcaster's Redis backend under Starlette (bench/peers/broadcaster_server.py),
+  as shipped, subscribe race and all: frames it loses show in the "got terminal" column.
+
+For all but ``svc`` the tasks are still submitted through a ``svc api`` beside the server, whose CPU
+is not counted. Each row's CPU per frame is also given as a multiple of the ceiling's at that size.
 
 1. submit ``--tasks`` `add` tasks to a queue no worker consumes yet (``options.queue``);
 2. ``--clients`` client processes (asyncio + websockets, each from its own 127.0.0.x address) open one
-   ``/ws/tasks/{id}`` socket per subscriber, subscribers spread evenly over the tasks, and wait for
-   each socket's first frame (PENDING, from the history): now every subscriber is idle and watching;
-3. the API's RSS (VmRSS) before vs after step 2 gives the memory per idle subscriber, and Redis's
-   CLIENT LIST the connections the API holds (all of them but ours at that point);
+   socket per subscriber (``/ws/tasks/{id}``, or for ``socketio`` ``/socket.io/`` and a ``watch``
+   emit), subscribers spread evenly over the tasks, and wait for each socket's first event (PENDING,
+   from the history): now every subscriber is idle and watching;
+3. the server's RSS (VmRSS) before vs after step 2 gives the memory per idle subscriber, and Redis's
+   CLIENT LIST the connections the servers hold (all of them but ours at that point);
 4. a raw ``redis.asyncio`` SUBSCRIBE client joins the tasks' channels (the baseline: what Redis alone
    delivers), then a worker starts on the queue; every live frame's delay is the receive time minus
    the event's ``ts`` (set by the worker when it publishes), on the same clock.
@@ -27,27 +38,33 @@ import asyncio
 import contextlib
 import datetime as dt
 import gc
+import importlib.metadata
 import multiprocessing
 import platform
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 import httpx
 import orjson
 import redis.asyncio as aioredis
 import uvloop
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from bench.common import (
     NAMESPACE,
+    PEERS,
     TERMINAL,
     Api,
     Profile,
     api_service,
     ceiling_service,
     cpu_seconds,
+    peer_service,
     percentile,
     private_redis,
     provenance,
@@ -59,6 +76,14 @@ from bench.common import (
 )
 
 DELIVERY_TIMEOUT = 120.0
+FIRST_EVENT_TIMEOUT = 60.0  # a socket's handshake done, how long its first event may take to come
+SERVERS = ("svc", "ceiling", *PEERS)
+# The one server whose clients speak Socket.IO (Engine.IO v4 over the WebSocket transport, straight
+# away: no polling first); every other one serves svc's plain /ws/tasks/{id} frames.
+SOCKETIO = "socketio"
+SOCKETIO_PATH = "/socket.io/?EIO=4&transport=websocket"
+# The library whose version a row's server is, for the report.
+LIBRARIES = {"socketio": "python-socketio", "broadcaster": "broadcaster"}
 
 
 @dataclass
@@ -96,12 +121,83 @@ class Outcome:
 # client processes -------------------------------------------------------------------------------
 
 
-def client_process(pipe: Connection, ws_base: str, jobs: list[tuple[str, str]], source: str) -> None:
+class UnexpectedPacket(Exception):
+    """A Socket.IO server sent something else than its handshake's next packet."""
+
+    def __init__(self, expected: str, packet: str) -> None:
+        super().__init__(f"expected a {expected!r} packet, got {packet[:80]!r}")
+        self.expected, self.packet = expected, packet
+
+
+def watch_url(ws_base: str, server: str, task_id: str, token: str) -> str:
+    """Where a subscriber of ``server`` connects to watch ``task_id``."""
+    if server == SOCKETIO:
+        return ws_base + SOCKETIO_PATH
+    return f"{ws_base}/ws/tasks/{task_id}?token={token}"
+
+
+def _text(message: str | bytes) -> str:
+    return message if isinstance(message, str) else message.decode()
+
+
+async def start_watching(socket: ClientConnection, server: str, task_id: str) -> None:
+    """Nothing for a plain ``/ws/tasks/{id}`` socket; for Socket.IO, the Engine.IO open packet
+    (``0{…}``), the namespace connect (``40`` → ``40{…}``), then ``42["watch", task_id]``."""
+    if server != SOCKETIO:
+        return
+    opened = _text(await socket.recv())
+    if not opened.startswith("0"):
+        raise UnexpectedPacket("0", opened)
+    await socket.send("40")
+    connected = _text(await socket.recv())
+    while connected == "2":  # a ping may come first on a slow start
+        await socket.send("3")
+        connected = _text(await socket.recv())
+    if not connected.startswith("40"):
+        raise UnexpectedPacket("40", connected)
+    await socket.send("42" + orjson.dumps(["watch", task_id]).decode())
+
+
+async def task_events(
+    socket: ClientConnection, server: str
+) -> AsyncGenerator[tuple[float, dict[str, Any]], None]:
+    """Each event the server sends, with the time it was received, until the server ends the watch.
+    Socket.IO: Engine.IO pings (``2``) are answered (``3``), ``42["event", {…}]`` frames are events,
+    a ``41`` (the server disconnected the namespace) ends the stream."""
+    async for message in socket:
+        received = time.time()
+        if server != SOCKETIO:
+            yield received, orjson.loads(message)
+            continue
+        packet = _text(message)
+        if packet == "2":
+            await socket.send("3")
+        elif packet.startswith("42"):
+            name, *args = orjson.loads(packet[2:])
+            if name == "event":
+                yield received, args[0]
+        elif packet.startswith("41"):
+            return
+
+
+async def stop_watching(socket: ClientConnection, server: str) -> None:
+    """What a client does after its terminal event, before closing its WebSocket: nothing for a plain
+    socket (the server closes it), a Socket.IO disconnect (``41``) for ``socketio``."""
+    if server == SOCKETIO:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await socket.send("41")
+
+
+def client_process(
+    pipe: Connection, ws_base: str, jobs: list[tuple[str, str]], source: str, server: str
+) -> None:
     """Entry point of one client process: watch every job's task, report readiness, then the results."""
-    uvloop.run(_watch_all(pipe, ws_base, jobs, source))
+    uvloop.run(_watch_all(pipe, ws_base, jobs, source, server))
 
 
-async def _watch_all(pipe: Connection, ws_base: str, jobs: list[tuple[str, str]], source: str) -> None:
+async def _watch_all(
+    pipe: Connection, ws_base: str, jobs: list[tuple[str, str]], source: str, server: str
+) -> None:
     delays: list[float] = []
     terminals = 0
     errors: list[str] = []
@@ -111,23 +207,27 @@ async def _watch_all(pipe: Connection, ws_base: str, jobs: list[tuple[str, str]]
 
     async def watch(task_id: str, token: str, first: asyncio.Future[bool]) -> None:
         nonlocal terminals
-        url = f"{ws_base}/ws/tasks/{task_id}?token={token}"
+        url = watch_url(ws_base, server, task_id, token)
         try:
             async with gate:
                 socket = await websockets.connect(
                     url, local_addr=(source, 0), open_timeout=120, ping_interval=None, compression=None
                 )
-            async with socket:
-                await socket.recv()  # the history's PENDING: this subscriber now watches live
+            async with socket, contextlib.aclosing(task_events(socket, server)) as stream:
+                async with asyncio.timeout(FIRST_EVENT_TIMEOUT):
+                    await start_watching(socket, server, task_id)
+                    first_event = await anext(stream, None)  # the history's PENDING
+                if first_event is None:
+                    errors.append("closed before the first event")
+                    return
                 first.set_result(True)
-                async for message in socket:
-                    received = time.time()
-                    event = orjson.loads(message)
+                async for received, event in stream:
                     delays.append(received - event["ts"])
                     if event["state"] in TERMINAL:
                         terminals += 1
+                        await stop_watching(socket, server)
                         return
-        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+        except (OSError, TimeoutError, websockets.WebSocketException, UnexpectedPacket) as exc:
             errors.append(repr(exc))
         finally:
             if not first.done():
@@ -146,9 +246,9 @@ async def _watch_all(pipe: Connection, ws_base: str, jobs: list[tuple[str, str]]
 # the benchmark -----------------------------------------------------------------------------------
 
 
-async def submit_held(base: str, ws_base: str, count: int, queue: str) -> list[tuple[str, str]]:
+async def submit_held(base: str, ws_base: str, count: int, queue: str, server: str) -> list[tuple[str, str]]:
     """``count`` add tasks sent to ``queue`` (which no worker consumes yet): (task_id, token) each; the
-    WebSocket path of the server at ``ws_base`` is warmed with one of them."""
+    WebSocket path of ``server`` at ``ws_base`` is warmed with one of them."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         held = []
         for index in range(count):
@@ -157,8 +257,14 @@ async def submit_held(base: str, ws_base: str, count: int, queue: str) -> list[t
             body = response.json()
             held.append((body["task_id"], body["token"]))
         # warm the WebSocket path so that its one-off imports and caches are not counted per subscriber
-        async with websockets.connect(f"{ws_base}/ws/tasks/{held[0][0]}") as socket:
-            await socket.recv()
+        task_id, token = held[0]
+        async with (
+            asyncio.timeout(FIRST_EVENT_TIMEOUT),
+            websockets.connect(watch_url(ws_base, server, task_id, token)) as socket,
+            contextlib.aclosing(task_events(socket, server)) as stream,
+        ):
+            await start_watching(socket, server, task_id)
+            await anext(stream)
     return held
 
 
@@ -199,10 +305,10 @@ async def measure(
     served: Api,
     server: str,
 ) -> Outcome:
-    """One size, on a fresh API process: tasks submitted through ``api``, watched on ``served``."""
+    """One size, on a fresh server process: tasks submitted through ``api``, watched on ``served``."""
     outcome = Outcome(subscribers, tasks, server)
     queue = f"fanout-{uuid.uuid4().hex[:8]}"
-    held = await submit_held(api.base, served.ws, tasks, queue)
+    held = await submit_held(api.base, served.ws, tasks, queue, server)
     api = served  # from here on: the server the clients watch, its memory and CPU
     gc.collect()
     await asyncio.sleep(0.5)
@@ -216,7 +322,7 @@ async def measure(
         reader, writer = context.Pipe(duplex=False)
         process = context.Process(
             target=client_process,
-            args=(writer, api.ws, jobs[number::clients], f"127.0.0.{number + 2}"),
+            args=(writer, api.ws, jobs[number::clients], f"127.0.0.{number + 2}", server),
             daemon=True,
         )
         process.start()
@@ -268,11 +374,17 @@ async def measure(
 def run_size(
     subscribers: int, tasks: int, clients: int, profile: bool = False, server: str = "svc", **api_env: str
 ) -> Outcome:
-    """Measure one size on a private Redis and a fresh API process (and the ceiling, for ``ceiling``)."""
+    """Measure one size on a private Redis and a fresh API process (and, for any ``server`` but
+    ``svc``, that server beside it: the ceiling or a peer)."""
     with contextlib.ExitStack() as stack:
         redis_server = stack.enter_context(private_redis())
         api = stack.enter_context(api_service(redis_server.url, **api_env))
-        served = stack.enter_context(ceiling_service(redis_server.url)) if server == "ceiling" else api
+        if server == "ceiling":
+            served = stack.enter_context(ceiling_service(redis_server.url))
+        elif server in PEERS:
+            served = stack.enter_context(peer_service(server, redis_server.url))
+        else:
+            served = api
         return uvloop.run(
             measure(redis_server.url, api, subscribers, tasks, clients, profile, served, server)
         )
@@ -283,21 +395,52 @@ def ms(values: list[float], q: float) -> str:
     return f"{percentile(values, q) * 1000:.1f}" if values else "-"
 
 
+SERVER_PROSE = {
+    "svc": "`svc` is `svc api` itself",
+    "ceiling": "`ceiling` is bench/ceiling.py (each event's frame encoded once and written to every "
+    "socket's transport; no framework, none of svc's guarantees)",
+    "socketio": "`socketio` is python-socketio {version} on its Redis manager under uvicorn "
+    "(bench/peers/socketio_server.py; the manager's client allowed past redis-py 8's default cap of 100 "
+    "connections, which its publishes hit): clients speak Socket.IO to it (Engine.IO v4 over the WebSocket "
+    "transport, a `watch` emit), a relay psubscribed to the task channels emits each event to the "
+    "task's room through the manager (which also publishes it for other server processes), and each "
+    "client disconnects itself after its terminal event",
+    "broadcaster": "`broadcaster` is encode/broadcaster {version}'s Redis backend with a Starlette "
+    "endpoint under uvicorn (bench/peers/broadcaster_server.py), in its documented usage and as "
+    "shipped: one subscription context per socket, an unbounded queue each, and subscribe races that "
+    "lose frames, worse with redis-py 8, whose first subscribe stops the backend's listener until a "
+    "later one wakes it (lost frames show in got terminal)",
+}
+
+
+def describe_servers(servers: list[str]) -> str:
+    """One sentence on each server measured, with the version of a peer's library."""
+    parts = []
+    for server in servers:
+        library = LIBRARIES.get(server)
+        version = importlib.metadata.version(library) if library else ""
+        parts.append(SERVER_PROSE[server].format(version=version))
+    return "; ".join(parts) + "."
+
+
 def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
     """The markdown section."""
+    servers = list(dict.fromkeys(out.server for out in outcomes))
     lines = [
-        "## Fan-out: concurrent WebSocket subscribers on one API process",
+        "## Fan-out: concurrent WebSocket subscribers on one server process",
         "",
         f"`python -m bench.fanout --subscribers {options.subscribers} --tasks {options.tasks} "
         f"--clients {options.clients} --servers {options.servers}` — subscribers spread evenly over "
         f"{options.tasks} `add` tasks held "
-        f"in a queue until everyone watches; {options.clients} client processes; a fresh API process per "
-        f"size; one worker (concurrency 2); {provenance()}; {platform.machine()}, "
-        f"{dt.date.today().isoformat()}. "
+        f"in a queue until everyone watches; {options.clients} client processes; a fresh server process "
+        f"per size and server; one worker (concurrency 2); {provenance()}; {platform.machine()}, "
+        f"{dt.date.today().isoformat()}. {describe_servers(servers)} Every server but `svc` has a "
+        "`svc api` beside it that takes the submits; only the serving process is measured. "
         "Delay = client receive time minus the event's `ts` (worker's publish), over every live frame "
         "(RECEIVED, STARTED, SUCCESS). Baseline: one raw `redis.asyncio` SUBSCRIBE client on the same "
-        "channels, same run. API CPU per frame: the API process's CPU time over the delivery (pub/sub "
-        "reads, frame sends, closing handshakes) divided by the live frames the clients received.",
+        "channels, same run. Server CPU per frame: the serving process's CPU time over the delivery "
+        "(pub/sub reads, frame sends, closing handshakes) divided by the live frames its clients "
+        "received; × ceiling divides it by the ceiling's at the same size.",
         "",
         "| server | subscribers | watching | got terminal | p50 / p99 ms | Redis-only p50 / p99 ms "
         "| p50 × Redis | server CPU µs / frame | × ceiling | KiB / idle sub | Redis conns (pub/sub) "
@@ -321,24 +464,37 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
             f"{out.redis_clients} ({out.redis_pubsub}) | "
             f"{out.connect_seconds:.1f} | {out.deliver_seconds:.1f} |"
         )
-    biggest = max((out for out in outcomes if out.server == "svc"), key=lambda out: out.subscribers)
-    complete = all(out.terminals == out.subscribers for out in outcomes)
-    lines += [
-        "",
-        f"Every subscriber got its terminal event: **{'yes' if complete else 'NO'}**. At "
-        f"{biggest.subscribers:,} subscribers the API holds **{biggest.kib_per_subscriber:.1f} KiB** per "
-        f"idle subscriber (target ≤ 30 KB) and {biggest.redis_pubsub} pub/sub connection to Redis. "
-        "A burst of frames queues behind the CPU that sends it and the CPU that reads it: the client "
-        "processes share the machine's 2 cores with the API and the worker and take one frame per "
-        "subscriber, where the Redis-only column takes each event once; the API's own cost is the CPU "
-        'column. "deliver s" runs from starting the worker to the last client\'s report, worker start-up '
-        "included. The ceiling's Redis connections include those of the `svc api` beside it that "
-        "submitted the tasks; its memory per subscriber is what a socket costs with no framework and "
-        "no buffers of its own.",
-    ]
+    short = [out for out in outcomes if out.terminals < out.subscribers]
+    missing = "; ".join(
+        f"{out.server} at {out.subscribers:,}: {out.terminals:,} of {out.subscribers:,}" for out in short
+    )
+    lines += ["", f"Every subscriber got its terminal event: **{f'NO** ({missing})' if short else 'yes**'}."]
+    if short:
+        lines[-1] += (
+            f" The clients of a row short of terminal events waited {DELIVERY_TIMEOUT:.0f} s for the "
+            "missing ones: its deliver s is mostly that wait, and its CPU column includes the server's "
+            "idle CPU over it."
+        )
+    svc_rows = [out for out in outcomes if out.server == "svc"]
+    if svc_rows:
+        biggest = max(svc_rows, key=lambda out: out.subscribers)
+        lines[-1] += (
+            f" At {biggest.subscribers:,} subscribers svc's API holds "
+            f"**{biggest.kib_per_subscriber:.1f} KiB** per idle subscriber (target ≤ 30 KB) and "
+            f"{biggest.redis_pubsub} pub/sub connection to Redis."
+        )
+    lines[-1] += (
+        " A burst of frames queues behind the CPU that sends it and the CPU that reads it: the client "
+        "processes share the machine's 2 cores with the server and the worker and take one frame per "
+        "subscriber, where the Redis-only column takes each event once; the server's own cost is the "
+        'CPU column. "deliver s" runs from starting the worker to the last client\'s report, worker '
+        "start-up included. The Redis connections of every server but `svc` include those of the "
+        "`svc api` beside it that submitted the tasks; the ceiling's memory per subscriber is what a "
+        "socket costs with no framework and no buffers of its own."
+    )
     for out in outcomes:
         if out.errors:
-            lines.append(f"\nClient errors at {out.subscribers:,}: {'; '.join(out.errors[:3])}")
+            lines.append(f"\nClient errors, {out.server} at {out.subscribers:,}: {'; '.join(out.errors[:3])}")
     return "\n".join(lines)
 
 
@@ -347,15 +503,21 @@ def main() -> None:
     parser.add_argument("--subscribers", default="1000,5000,10000", help="comma-separated sizes")
     parser.add_argument("--tasks", type=int, default=100, help="tasks the subscribers spread over")
     parser.add_argument("--clients", type=int, default=4, help="client processes")
-    parser.add_argument("--servers", default="svc,ceiling", help="comma-separated: svc, ceiling")
+    parser.add_argument(
+        "--servers", default="svc,ceiling", help=f"comma-separated, from: {', '.join(SERVERS)}"
+    )
     options = parser.parse_args()
+    servers = options.servers.split(",")
+    unknown = [server for server in servers if server not in SERVERS]
+    if unknown:
+        parser.error(f"unknown server(s) {', '.join(unknown)} in --servers; choose from {', '.join(SERVERS)}")
     limit = raise_nofile()
     sizes = [int(size) for size in options.subscribers.split(",")]
     if max(sizes) + 1000 > limit:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {limit} is too low for {max(sizes):,} subscribers")
     outcomes = []
     for size in sizes:
-        for server in options.servers.split(","):
+        for server in servers:
             outcome = run_size(size, options.tasks, options.clients, server=server)
             print(
                 f"{server} at {size:,} subscribers: {outcome.connected:,} watching, "

@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from svc.backoff import Reconnects
 from svc.fanout.history import History
+from svc.flag import Flag
 from svc.wire import events
 
 log = logging.getLogger("svc.bridge")
@@ -86,39 +87,6 @@ class Subscription:
         self.sink.push(self.task_id, seq, state, text)
         if state in events.TERMINAL_STATES:
             self.done = True
-
-
-class Flag:
-    """A minimal ``asyncio.Event`` that allocates a future only while someone waits (one is held per
-    subscribed channel: an Event and its deque of waiters cost 0.7 KiB each)."""
-
-    __slots__ = ("_set", "_waiter")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def is_set(self) -> bool:
-        """True once set (until cleared)."""
-        return self._set
-
-    def set(self) -> None:
-        """Set, waking the waiter."""
-        self._set = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def clear(self) -> None:
-        """Unset."""
-        self._set = False
-
-    async def wait(self) -> None:
-        """Return once set."""
-        while not self._set:
-            if self._waiter is None or self._waiter.done():
-                self._waiter = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._waiter)
-        self._waiter = None
 
 
 class Bridge:

@@ -66,15 +66,17 @@ def gateway_for(spec: str | None) -> Gateway:
 def run_api(
     host: str, port: int, log_level: str = "info", loop: str = "auto", app: str | None = None
 ) -> None:
-    """Serve ``app``'s gateway with svc's WebSocket limits, its slow-client guards (svc.edge.http_guard),
-    token redaction in uvicorn's logs and a graceful shutdown (close 1001), on ``loop`` (asyncio,
-    uvloop or auto: uvloop when installed)."""
+    """Serve ``app``'s gateway with svc's WebSocket protocol (svc.edge.wsprotocol: frames encoded once,
+    one keepalive timer) and limits, its slow-client guards (svc.edge.http_guard), token redaction in
+    uvicorn's logs and a graceful shutdown (close 1001), on ``loop`` (asyncio, uvloop or auto: uvloop
+    when installed)."""
     import asyncio
 
     import uvicorn
 
     from svc.edge import ws
     from svc.edge.http_guard import guarded_protocol
+    from svc.edge.wsprotocol import SvcWebSocketProtocol
 
     gateway = gateway_for(app)
 
@@ -98,6 +100,7 @@ def run_api(
         log_level=log_level,
         loop=loop,
         http=guarded_protocol(settings),
+        ws=SvcWebSocketProtocol,
         ws_max_size=settings.ws_max_message,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,

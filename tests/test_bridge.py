@@ -156,9 +156,14 @@ def test_outbox_never_reorders_a_task() -> None:
 
 async def test_outbox_overflows_past_twice_its_limit() -> None:
     outbox = Outbox(limit=2)
+    overflows: list[bool] = []
+    outbox.on_overflow = lambda: overflows.append(True)
     for seq in range(1, 6):
         outbox.push(f"t{seq}", seq, "SUCCESS", str(seq))
     assert outbox.overflowed and len(outbox) == 0  # its frames are freed at once
+    assert overflows == [True] and outbox.pop() is None
+    outbox.push("t6", 6, "SUCCESS", "6")  # nothing more is taken
+    assert len(outbox) == 0
     with pytest.raises(Overflow):
         await outbox.get()
 

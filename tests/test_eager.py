@@ -73,6 +73,7 @@ async def test_frames_sent_at_once_and_frames_queued_behind_a_waiting_send_keep_
     wire: list[str] = []
     gate = asyncio.get_running_loop().create_future()
     all_sent = asyncio.Event()
+    writers: list[asyncio.Task[None]] = []
 
     async def socket_send(text: str) -> None:
         if text == "2":
@@ -87,25 +88,28 @@ async def test_frames_sent_at_once_and_frames_queued_behind_a_waiting_send_keep_
             outbox.push_unfinished(rest)
         return True
 
-    outbox.send_now = send_now
-
     async def writer() -> None:
-        while True:
-            frame = await outbox.get()
-            if frame.unfinished is not None:
-                await frame.unfinished
-            else:
-                await socket_send(frame.text)
+        try:
+            while (frame := outbox.pop()) is not None:
+                if frame.unfinished is not None:
+                    await frame.unfinished
+                else:
+                    await socket_send(frame.text)
+        finally:
+            outbox.writer_done()
 
-    writing = asyncio.create_task(writer())
-    await asyncio.sleep(0)  # the writer now waits on an empty outbox
+    outbox.send_now = send_now
+    outbox.on_queued = lambda: writers.append(asyncio.create_task(writer()))
     outbox.push("t", 1, "PROGRESS", "1")
-    assert wire == ["1"]  # sent by the caller, the writer not woken
-    outbox.push("t", 2, "PROGRESS", "2")  # begins, then has to wait
+    assert wire == ["1"] and not writers  # sent by the caller, no writer started
+    outbox.push("t", 2, "PROGRESS", "2")  # begins, then has to wait: a writer finishes it
+    assert len(writers) == 1 and outbox.busy
     outbox.push("t", 3, "PROGRESS", "3")  # the writer is busy now: queued behind it
     outbox.push("t", 4, "SUCCESS", "4")
-    assert wire == ["1"]
+    assert wire == ["1"] and len(writers) == 1
     gate.set_result(None)
     await asyncio.wait_for(all_sent.wait(), 5)
-    assert wire == ["1", "2", "3", "4"]
-    writing.cancel()
+    await asyncio.wait_for(writers[0], 5)
+    assert wire == ["1", "2", "3", "4"] and not outbox.busy
+    outbox.push("t", 5, "PROGRESS", "5")  # idle again: sent at once
+    assert wire[-1] == "5" and len(writers) == 1

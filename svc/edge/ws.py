@@ -1,4 +1,5 @@
-"""WebSocket connections: a reader and a writer per connection, the bridge feeding a bounded outbox.
+"""WebSocket connections: the ASGI task reads, the bridge writes (through a bounded outbox, and a writer
+task while frames wait in it).
 
 Close codes (SPEC): 1000 the watched task ended, 1001 server shutting down, 1008 auth/origin refused,
 1009 frame too large (enforced by the server's frame limit), 1011 an unexpected server error (logged),
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -19,9 +21,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from svc.bridge import Subscription
 from svc.edge import auth
+from svc.edge.wsprotocol import FrameCache, frame_writer
 from svc.errors import SvcError
 from svc.fanout.eager import run_eagerly
-from svc.fanout.outbox import Outbox, Overflow
+from svc.fanout.outbox import Outbox
 from svc.runtime import Runtime
 from svc.wire import events
 
@@ -34,6 +37,8 @@ CLOSE_DONE, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 10
 UNEXPECTED = "an unexpected error occurred; it has been logged"
 # How long a slow client's 1013 close may wait behind the bytes it has not read yet.
 SLOW_CLOSE_GRACE = 30.0
+# The bridge hands every subscriber of an event the same text: its frame is encoded once, here.
+FRAMES = FrameCache()
 
 
 def origin_allowed(runtime: Runtime, websocket: WebSocket) -> bool:
@@ -46,7 +51,12 @@ def origin_allowed(runtime: Runtime, websocket: WebSocket) -> bool:
 
 
 class Connection:
-    """One accepted WebSocket: its outbox, its subscriptions, and the pair of tasks that serve it."""
+    """One accepted WebSocket: its outbox, its subscriptions, and the task that serves it.
+
+    The ASGI task reads the client's frames; events are written from the bridge's dispatch while the
+    socket takes them at once (``_send_now``), and a writer task exists only while frames wait in the
+    outbox (a full socket buffer, a terminal event's follow-up on ``/ws``): an idle socket holds one
+    task, not three."""
 
     def __init__(self, runtime: Runtime, websocket: WebSocket, *, close_after_terminal: bool) -> None:
         self.client = client_of(runtime, websocket)
@@ -57,29 +67,51 @@ class Connection:
         self.close_after_terminal = close_after_terminal
         self.authorization = websocket.headers.get("authorization")
         self.last_watched = time.monotonic()  # when a task was last watched (for the idle timeout)
+        # svc api's protocol writes an encoded frame straight to the socket (svc.edge.wsprotocol);
+        # under any other ASGI server, frames go through ASGI's send.
+        self.write_frame = frame_writer(websocket.scope)
+        self.writer: asyncio.Task[None] | None = None
+        self._serving: asyncio.Task[Any] | None = None
+        self._stopping = False  # serve() cancelled its own reader: the writer failed or overflowed
 
-    async def serve(self, reader: Any) -> None:
-        """Run ``reader`` and the writer together; when either ends, cancel the other and clean up."""
+    async def serve(self, reader: Coroutine[Any, Any, None]) -> None:
+        """Run ``reader`` (in this task) while events are written; when it ends, or the writer fails or
+        overflows, clean up (an overflowed connection is then closed with 1013)."""
         self.runtime.admit_connection(self, self.client)
-        writer = asyncio.create_task(self._write())
-        self.outbox.on_overflow = writer.cancel  # a writer stuck in a send is interrupted at once
-        self.outbox.send_now = self._send_now
-        tasks = [asyncio.create_task(reader), writer]
+        serving = self._serving = asyncio.current_task()
+        outbox = self.outbox
+        outbox.send_now, outbox.on_queued, outbox.on_overflow = self._send_now, self._start_writer, self._stop
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await reader
+        except asyncio.CancelledError:
+            if not self._stopping or serving is None:
+                raise
+            serving.uncancel()  # cancelled by _stop: go on to clean up
         finally:
-            self.outbox.on_overflow = self.outbox.send_now = None
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            outbox.send_now = outbox.on_queued = outbox.on_overflow = None
+            writer = self.writer
+            if writer is not None:
+                writer.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    await writer
             for subscription in list(self.subscriptions.values()):
                 await self.runtime.bridge.close(subscription)
             self.subscriptions.clear()
             self.runtime.release_connection(self, self.client)
-            if self.outbox.overflowed:
-                await self._close_slow_client()
+        if outbox.overflowed:
+            await self._close_slow_client()
+
+    def _start_writer(self) -> None:
+        self.writer = asyncio.get_running_loop().create_task(self._write())
+
+    def _stop(self) -> None:
+        """End the connection from outside its reader: cancel the writer (even one stuck in a send) and
+        the reader; serve() then cleans up."""
+        if self.writer is not None and self.writer is not asyncio.current_task():
+            self.writer.cancel()
+        if not self._stopping and self._serving is not None:
+            self._stopping = True
+            self._serving.cancel()
 
     async def _close_slow_client(self) -> None:
         """Close with 1013. The close frame waits behind the unread bytes in the socket's buffer (which is
@@ -116,15 +148,30 @@ class Connection:
         await self.close(CLOSE_GOING_AWAY, "server shutting down")
 
     async def close(self, code: int, reason: str = "") -> None:
-        """Close the socket if it is still open."""
+        """Close the socket if it is still open; nothing is sent after it."""
+        self.outbox.closed = True
         if self.websocket.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await self.websocket.close(code=code, reason=reason)
 
     def _send_now(self, task_id: str | None, seq: int, state: str, text: str) -> bool:
-        """Send a frame from the caller (the bridge) while the writer is idle, without waking it: the
-        send almost never has to wait (svc/eager.py). Terminal frames are left to the writer, which
-        ends the subscription after them."""
+        """Send a frame from the caller (the bridge) while no writer is at work, without starting one.
+
+        With svc api's protocol, the event's frame (encoded once for all its subscribers) is written to
+        the socket unless the socket cannot take it at once. A terminal frame on ``/ws/tasks/{id}`` is
+        followed by the close (1000) at once; on ``/ws`` the writer is told, to end the subscription.
+        Otherwise the ASGI send is run at once (svc/fanout/eager.py), terminal frames left to the
+        writer."""
+        write = self.write_frame
+        if write is not None:
+            if not write(FRAMES.frame(text)):
+                return False
+            self.runtime.metrics.events_delivered += 1
+            if task_id is None or state not in events.TERMINAL_STATES:
+                return True
+            if not (self.close_after_terminal and self._close_at_once(CLOSE_DONE, "task finished")):
+                self.outbox.push_sent(task_id, seq, state)
+            return True
         if state in events.TERMINAL_STATES:
             return False
         try:
@@ -136,24 +183,50 @@ class Connection:
             self.outbox.push_unfinished(unfinished)
         return True
 
+    def _close_at_once(self, code: int, reason: str) -> bool:
+        """Send the close frame from the caller; False (nothing sent) when it could not go at once. The
+        subscriptions end when the client's answer ends the reader (serve's cleanup)."""
+        if self.websocket.application_state != WebSocketState.CONNECTED:
+            return False
+        try:
+            unfinished = run_eagerly(self.websocket.close(code=code, reason=reason))
+        except Exception:
+            return False
+        self.outbox.closed = True
+        if unfinished is not None:
+            self.outbox.push_unfinished(unfinished)
+        return True
+
     async def _write(self) -> None:
-        send, metrics = self.websocket.send_text, self.runtime.metrics
-        with contextlib.suppress(Overflow):  # serve() closes the connection with 1013
-            while True:
-                frame = await self.outbox.get()
+        """Send what is queued, in order, then end (the next queued frame starts a new writer)."""
+        outbox, write, metrics = self.outbox, self.write_frame, self.runtime.metrics
+        send = self.websocket.send_text
+        try:
+            while (frame := outbox.pop()) is not None:
                 if frame.unfinished is not None:
                     await frame.unfinished  # already counted
                     continue
-                await send(frame.text)
-                metrics.events_delivered += 1
+                if not frame.sent:
+                    if write is None or not write(FRAMES.frame(frame.text)):
+                        await send(frame.text)  # waits while the socket's buffer is full
+                    metrics.events_delivered += 1
                 if frame.state in events.TERMINAL_STATES and frame.task_id is not None:
                     finished = self.subscriptions.pop(frame.task_id, None)
                     if finished is not None:
                         self.last_watched = time.monotonic()
                         await self.runtime.bridge.close(finished)
                     if self.close_after_terminal:
+                        outbox.closed = True
                         await self.close(CLOSE_DONE, "task finished")
                         return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket is gone (the reader sees it too) or a send was refused
+            self._stop()
+        finally:
+            if self.writer is asyncio.current_task():
+                self.writer = None
+            outbox.writer_done()
 
     async def drain_reads(self) -> None:
         """Read and ignore client frames until the client goes (the per-task endpoint)."""

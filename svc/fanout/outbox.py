@@ -8,9 +8,12 @@ Policy when full (``limit`` frames queued):
   connection cancels its writer, even one stuck in a send), the connection is closed with 1013 and
   the client resumes with ``since`` from the history, where nothing was lost.
 
-While the writer is idle (nothing queued), ``send_now`` may send a frame at once instead of waking the
-writer; a send that had to wait is queued with :meth:`push_unfinished`, so the writer finishes it
-before it sends anything newer.
+No writer waits on an empty outbox. While none is at work (:attr:`Outbox.busy` is False, and then
+nothing is queued), ``send_now`` may send a frame from the caller at once; a frame it cannot send is
+queued and ``on_queued`` starts a writer, which takes frames with :meth:`Outbox.pop` until none is
+left and then calls :meth:`Outbox.writer_done`. A send that ``send_now`` began and that had to wait
+is queued with :meth:`push_unfinished`, so the writer finishes it before it sends anything newer, and a
+sent frame the writer must still act on (a terminal event) with :meth:`push_sent`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ SendNow = Callable[[str | None, int, str, str], bool]
 
 
 class Overflow(Exception):
-    """The client read too slowly and its queue passed the hard limit."""
+    """The client read too slowly and its queue passed the hard limit (raised by :meth:`Outbox.get`)."""
 
 
 @dataclass(slots=True)
@@ -37,32 +40,38 @@ class Frame:
     state: str
     text: str
     unfinished: Awaitable[None] | None = None  # a send begun at once that had to wait: finish it first
+    sent: bool = False  # already on the socket (send_now): the writer only does what follows a send
 
 
 class Outbox:
-    """Bounded FIFO of frames for one connection; ``push`` never blocks, ``get`` waits."""
+    """Bounded FIFO of frames for one connection; ``push`` never blocks."""
 
     __slots__ = (
         "_drained",
         "_frames",
         "_newest",
         "_waiter",
+        "busy",
+        "closed",
         "coalesced",
         "limit",
         "on_overflow",
+        "on_queued",
         "overflowed",
         "send_now",
     )
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._frames: deque[Frame] | None = None  # made on the first push, dropped when emptied
+        self._frames: deque[Frame] | None = None  # made on the first queued frame, dropped when emptied
         self._newest: dict[str, Frame] = {}
-        # Futures made only while someone waits: most pushes wake no one and allocate nothing.
-        self._waiter: asyncio.Future[None] | None = None
-        self._drained: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None  # made only while someone waits
+        self._waiter: asyncio.Future[None] | None = None  # a get() waiting for a frame
+        self.busy = False  # a writer is at work (from the first queued frame until writer_done)
+        self.closed = False  # the connection sent its close: nothing more is taken
         self.overflowed = False
         self.on_overflow: Callable[[], object] | None = None
+        self.on_queued: Callable[[], object] | None = None  # start a writer
         self.send_now: SendNow | None = None
         self.coalesced = 0
 
@@ -70,15 +79,13 @@ class Outbox:
         return len(self._frames) if self._frames is not None else 0
 
     def push(self, task_id: str | None, seq: int, state: str, text: str) -> None:
-        """Queue a frame under the policy above; never blocks."""
-        if self.overflowed:
+        """Send or queue a frame under the policy above; never blocks."""
+        if self.overflowed or self.closed:
             return
         send_now = self.send_now
-        if self._waiter is not None and send_now is not None and send_now(task_id, seq, state, text):
-            return  # the writer waits on an empty queue: nothing to overtake
-        frames = self._frames
-        if frames is None:
-            frames = self._frames = deque()
+        if not self.busy and send_now is not None and send_now(task_id, seq, state, text):
+            return  # no writer at work, so nothing queued to overtake
+        frames = self._queue()
         if len(frames) >= self.limit and state == "PROGRESS" and task_id is not None:
             newest = self._newest.get(task_id)
             if newest is not None and newest.state == "PROGRESS":
@@ -89,8 +96,8 @@ class Outbox:
             self.overflowed = True
             frames.clear()
             self._newest.clear()
-            self._wake()
             _resolve(self._drained)
+            self._wake()
             if self.on_overflow is not None:
                 self.on_overflow()
             return
@@ -98,44 +105,81 @@ class Outbox:
         frames.append(frame)
         if task_id is not None:
             self._newest[task_id] = frame
-        self._wake()
+        self._start_writer()
 
     def push_unfinished(self, send: Awaitable[None]) -> None:
         """Queue the rest of a send that ``send_now`` began and that had to wait."""
-        if self.overflowed:
-            return
-        if self._frames is None:
-            self._frames = deque()
-        self._frames.append(Frame(None, 0, "unfinished", "", send))
-        self._wake()
+        if not self.overflowed:
+            self._queue().append(Frame(None, 0, "unfinished", "", send))
+            self._start_writer()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            _resolve(waiter)
+    def push_sent(self, task_id: str, seq: int, state: str) -> None:
+        """Tell the writer that ``send_now`` sent this frame itself, for what the writer does after a
+        frame (a terminal event ends its subscription)."""
+        if not self.overflowed:
+            self._queue().append(Frame(task_id, seq, state, "", sent=True))
+            self._start_writer()
 
-    async def get(self) -> Frame:
-        """The oldest queued frame; raises Overflow once the hard limit was passed."""
+    def _queue(self) -> deque[Frame]:
         frames = self._frames
-        while not frames:
-            if self.overflowed:
-                raise Overflow(f"more than {2 * self.limit} frames queued")
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            await waiter
-            frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
+        return frames
+
+    def _start_writer(self) -> None:
+        self._wake()
+        if not self.busy:
+            self.busy = True
+            if self.on_queued is not None:
+                self.on_queued()
+
+    def pop(self) -> Frame | None:
+        """The oldest queued frame, for the writer; None when none is left (or the outbox overflowed)."""
+        frames = self._frames
+        if not frames:
+            return None
         frame = frames.popleft()
         if frame.task_id is not None and self._newest.get(frame.task_id) is frame:
             del self._newest[frame.task_id]
         if not frames:
             self._frames = None
-            _resolve(self._drained)
-            self._drained = None
         return frame
 
+    def writer_done(self) -> None:
+        """The writer stopped (it found nothing left, or it was cancelled): ``send_now`` may send again."""
+        self.busy = False
+        if self._frames and not self.overflowed and not self.closed:
+            self._start_writer()  # queued between the writer's last pop and its end
+            return
+        _resolve(self._drained)
+        self._drained = None
+
+    async def get(self) -> Frame:
+        """For a consumer that pulls frames instead of pushing them to a socket (the dashboard's feed,
+        ``Gateway.watch``): the oldest frame, waiting for one; raises Overflow once the hard limit was
+        passed."""
+        while True:
+            if self.overflowed:
+                raise Overflow(f"more than {2 * self.limit} frames queued")
+            frame = self.pop()
+            if frame is not None:
+                if not self._frames:
+                    self.writer_done()
+                return frame
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def drained(self) -> None:
-        """Return once every queued frame has been taken by the writer (or the outbox overflowed)."""
-        if not self._frames:
+        """Return once the writer has sent everything queued (or the outbox overflowed)."""
+        if not self.busy or self.overflowed:
             return
         if self._drained is None:
             self._drained = asyncio.get_running_loop().create_future()

@@ -117,9 +117,10 @@ def _until(ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Pat
 
 
 @contextmanager
-def api_service(redis_url: str, **env: str) -> Iterator[Api]:
-    """One ``svc api`` process (bench/serve.py: svc's own command, with the /bench/* endpoints added)."""
-    port = free_port()
+def api_service(redis_url: str, port: int | None = None, **env: str) -> Iterator[Api]:
+    """One ``svc api`` process (bench/serve.py: svc's own command, with the /bench/* endpoints added), on
+    ``port`` (a free one by default)."""
+    port = port or free_port()
     args = ["bench.serve", "api", "--port", str(port), "--log-level", "warning"]
     process, log = _spawn(args, SVC_TREE, bench_env(redis_url, **env), "api")
     base = f"http://127.0.0.1:{port}"

@@ -23,7 +23,8 @@ import redis
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from svc.embedded import start_redis
+from bench import storm
+from svc.embedded import free_port, start_redis
 
 from .conftest import TERMINAL, Service, assert_in_order, start_api, start_worker, submit, until
 
@@ -217,6 +218,57 @@ async def test_one_api_process_holds_5000_watchers_on_one_pubsub_connection(sess
             f"pub/sub connections 1; API memory per idle subscriber {per_subscriber / 1024:.1f} KiB"
         )
         assert per_subscriber < 40 * 1024  # about 30 KiB today (BENCHMARKS.md); 41 KiB before
+    finally:
+        api.stop()
+        if worker is not None:
+            worker.stop()
+        client.close()
+        server.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_an_api_restarted_under_1000_resuming_subscribers_loses_and_repeats_nothing(
+    session_dir: Path,
+) -> None:
+    """bench.storm at a tenth of its size: the API stopped under 1,000 subscribers, every task run
+    while it is down, a new API on the same port; each subscriber resumes with ``since`` (full-jitter
+    backoff) and ends with every seq from 1 to its terminal event exactly once."""
+    raise_open_files_limit()
+    server = start_redis(None, session_dir)
+    client = redis.Redis.from_url(server.url)
+    namespace = f"storm{uuid.uuid4().hex[:6]}"
+    env = {"SVC_NAMESPACE": namespace, "SVC_RATE_LIMIT": "0", "SVC_WS_MAX_CONNECTIONS": "5000"}
+    port = free_port()
+    api = start_api(server.url, session_dir, name=f"api-{namespace}", port=port, **env)
+    worker: Service | None = None
+    loop = asyncio.get_running_loop()
+    try:
+        queue = f"q{uuid.uuid4().hex[:6]}"
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as http:
+            tasks = [await submit(http, "add", 2, 3, _options={"queue": queue}) for _ in range(50)]
+        firsts = [loop.create_future() for _ in range(1000)]
+        watches = [
+            asyncio.create_task(
+                storm.resume_until_terminal(
+                    api.ws_url, tasks[index % 50]["task_id"], tasks[index % 50]["token"], "127.0.0.1", first
+                )
+            )
+            for index, first in enumerate(firsts)
+        ]
+        async with asyncio.timeout(120):
+            await asyncio.gather(*firsts)  # everyone watches: PENDING received
+        api.stop()  # SIGTERM: 1001 to every socket; the subscribers start resuming
+        worker = release(server.url, session_dir, queue, env)
+        task_ids = [task["task_id"] for task in tasks]
+        await until(lambda: storm.all_finished(client, task_ids, namespace), 60, "the tasks run while down")
+        api = start_api(server.url, session_dir, name=f"api-{namespace}-again", port=port, **env)
+        async with asyncio.timeout(180):
+            results = await asyncio.gather(*watches)
+        assert sum(result.lost() for result in results) == 0
+        assert sum(result.duplicated() for result in results) == 0
+        assert all(result.seqs == list(range(1, len(result.seqs) + 1)) for result in results)
+        assert all(len(result.seqs) >= 4 for result in results)  # PENDING … SUCCESS
+        assert sum(result.attempts for result in results) >= 1000  # every one of them did reconnect
     finally:
         api.stop()
         if worker is not None:

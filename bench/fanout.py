@@ -102,6 +102,7 @@ class Outcome:
     redis_clients: int = 0
     redis_pubsub: int = 0
     connect_seconds: float = 0.0
+    connect_cpu: float = 0.0  # the serving process's CPU seconds while the subscribers connected
     deliver_seconds: float = 0.0
     deliver_cpu: float = 0.0  # the API process's CPU seconds from the worker's start to the last report
     errors: list[str] = field(default_factory=list)
@@ -111,6 +112,12 @@ class Outcome:
     def cpu_per_frame_us(self) -> float:
         """The API's CPU per live frame delivered (its pub/sub reads, sends and closes included)."""
         return self.deliver_cpu / max(len(self.svc_delays), 1) * 1e6
+
+    @property
+    def handshakes_per_cpu_second(self) -> float:
+        """Subscribers connected (handshake, checks, subscribe, history, first frame) per second of the
+        server's CPU: the rate one process sustains when the clients are elsewhere."""
+        return self.connected / self.connect_cpu if self.connect_cpu else 0.0
 
     @property
     def kib_per_subscriber(self) -> float:
@@ -317,6 +324,7 @@ async def measure(
     context = multiprocessing.get_context("spawn")
     pipes: list[Connection] = []
     processes = []
+    connect_cpu_before = cpu_seconds(api.pid)
     started = time.perf_counter()
     for number in range(clients):
         reader, writer = context.Pipe(duplex=False)
@@ -335,6 +343,7 @@ async def measure(
             _, connected = await loop.run_in_executor(None, pipe.recv)
             outcome.connected += connected
         outcome.connect_seconds = time.perf_counter() - started
+        outcome.connect_cpu = cpu_seconds(api.pid) - connect_cpu_before
         await asyncio.sleep(1.0)  # let the API settle before reading its memory
         outcome.rss_after = rss_kib(api.pid)
         outcome.redis_clients, outcome.redis_pubsub = await api_redis_connections(redis_url)
@@ -440,12 +449,15 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         "(RECEIVED, STARTED, SUCCESS). Baseline: one raw `redis.asyncio` SUBSCRIBE client on the same "
         "channels, same run. Server CPU per frame: the serving process's CPU time over the delivery "
         "(pub/sub reads, frame sends, closing handshakes) divided by the live frames its clients "
-        "received; × ceiling divides it by the ceiling's at the same size.",
+        "received; × ceiling divides it by the ceiling's at the same size. Handshakes / CPU s: subscribers "
+        "connected (upgrade, checks, subscribe, history read, first frame) per second of the serving "
+        "process's CPU over the connect phase, the rate one process sustains with its clients elsewhere; "
+        "connect s is the wall time, with the clients on the same 2 cores.",
         "",
         "| server | subscribers | watching | got terminal | p50 / p99 ms | Redis-only p50 / p99 ms "
         "| p50 × Redis | server CPU µs / frame | × ceiling | KiB / idle sub | Redis conns (pub/sub) "
-        "| connect s | deliver s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| connect s | handshakes / CPU s | deliver s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ceilings = {out.subscribers: out.cpu_per_frame_us for out in outcomes if out.server == "ceiling"}
     for out in outcomes:
@@ -462,7 +474,7 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
             f"{ms(out.redis_delays, 50)} / {ms(out.redis_delays, 99)} | {ratio} | "
             f"{out.cpu_per_frame_us:.0f} | {times} | {out.kib_per_subscriber:.1f} | "
             f"{out.redis_clients} ({out.redis_pubsub}) | "
-            f"{out.connect_seconds:.1f} | {out.deliver_seconds:.1f} |"
+            f"{out.connect_seconds:.1f} | {out.handshakes_per_cpu_second:,.0f} | {out.deliver_seconds:.1f} |"
         )
     short = [out for out in outcomes if out.terminals < out.subscribers]
     missing = "; ".join(

@@ -29,6 +29,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame
 from websockets.http11 import Request
+from websockets.protocol import Protocol
 
 from svc.flag import Flag, WaitQueue
 
@@ -154,9 +155,18 @@ class SvcWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
-        if self.response.status_code == 101 and not self.conn.extensions:
+        if self.response.status_code != 101:
+            return
+        if not self.conn.extensions:
             # The app's task was created but has not run yet: it sees the extension.
             self.scope["extensions"][EXTENSION] = {"write": self.write_frame}
+        if not self.conn.reader.buffer:
+            # websockets' server parser keeps the handshake's Request (about 2.5 KiB of headers) in
+            # its frame for the socket's whole life, then parses frames with the base parser: start
+            # that one directly. Nothing of a frame has been read yet (the buffer is empty; a client
+            # sends none before the 101 it waits for), so both parsers are at the same point.
+            self.conn.parser = Protocol.parse(self.conn)
+            next(self.conn.parser)
 
     def write_frame(self, frame: bytes) -> bool:
         """Write ``frame`` (complete, unmasked) if it can go at once; else write nothing, return False."""

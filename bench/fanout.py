@@ -77,7 +77,10 @@ from bench.common import (
 
 DELIVERY_TIMEOUT = 120.0
 FIRST_EVENT_TIMEOUT = 60.0  # a socket's handshake done, how long its first event may take to come
-SERVERS = ("svc", "ceiling", *PEERS)
+# ``svc-ws``: svc api again, its subscribers on the multiplexed ``/ws`` (a subscribe frame each, and the
+# client closes after the terminal event) instead of ``/ws/tasks/{id}``.
+MULTIPLEXED = "svc-ws"
+SERVERS = ("svc", MULTIPLEXED, "ceiling", *PEERS)
 # The one server whose clients speak Socket.IO (Engine.IO v4 over the WebSocket transport, straight
 # away: no polling first); every other one serves svc's plain /ws/tasks/{id} frames.
 SOCKETIO = "socketio"
@@ -140,6 +143,8 @@ def watch_url(ws_base: str, server: str, task_id: str, token: str) -> str:
     """Where a subscriber of ``server`` connects to watch ``task_id``."""
     if server == SOCKETIO:
         return ws_base + SOCKETIO_PATH
+    if server == MULTIPLEXED:
+        return f"{ws_base}/ws?token={token}"
     return f"{ws_base}/ws/tasks/{task_id}?token={token}"
 
 
@@ -147,9 +152,12 @@ def _text(message: str | bytes) -> str:
     return message if isinstance(message, str) else message.decode()
 
 
-async def start_watching(socket: ClientConnection, server: str, task_id: str) -> None:
-    """Nothing for a plain ``/ws/tasks/{id}`` socket; for Socket.IO, the Engine.IO open packet
-    (``0{…}``), the namespace connect (``40`` → ``40{…}``), then ``42["watch", task_id]``."""
+async def start_watching(socket: ClientConnection, server: str, task_id: str, token: str) -> None:
+    """Nothing for a plain ``/ws/tasks/{id}`` socket; on ``/ws``, the subscribe frame; for Socket.IO,
+    the Engine.IO open packet (``0{…}``), the namespace connect (``40`` → ``40{…}``), then
+    ``42["watch", task_id]``."""
+    if server == MULTIPLEXED:
+        await socket.send(orjson.dumps({"op": "subscribe", "task_id": task_id, "token": token}).decode())
     if server != SOCKETIO:
         return
     opened = _text(await socket.recv())
@@ -174,7 +182,10 @@ async def task_events(
     async for message in socket:
         received = time.time()
         if server != SOCKETIO:
-            yield received, orjson.loads(message)
+            event = orjson.loads(message)
+            if "op" in event:  # svc's {"op": "error"} frame
+                raise UnexpectedPacket("event", _text(message))
+            yield received, event
             continue
         packet = _text(message)
         if packet == "2":
@@ -189,7 +200,8 @@ async def task_events(
 
 async def stop_watching(socket: ClientConnection, server: str) -> None:
     """What a client does after its terminal event, before closing its WebSocket: nothing for a plain
-    socket (the server closes it), a Socket.IO disconnect (``41``) for ``socketio``."""
+    socket (the server closes ``/ws/tasks/{id}``; on ``/ws`` the client's close follows), a Socket.IO
+    disconnect (``41``) for ``socketio``."""
     if server == SOCKETIO:
         with contextlib.suppress(websockets.ConnectionClosed):
             await socket.send("41")
@@ -222,7 +234,7 @@ async def _watch_all(
                 )
             async with socket, contextlib.aclosing(task_events(socket, server)) as stream:
                 async with asyncio.timeout(FIRST_EVENT_TIMEOUT):
-                    await start_watching(socket, server, task_id)
+                    await start_watching(socket, server, task_id, token)
                     first_event = await anext(stream, None)  # the history's PENDING
                 if first_event is None:
                     errors.append("closed before the first event")
@@ -270,7 +282,7 @@ async def submit_held(base: str, ws_base: str, count: int, queue: str, server: s
             websockets.connect(watch_url(ws_base, server, task_id, token)) as socket,
             contextlib.aclosing(task_events(socket, server)) as stream,
         ):
-            await start_watching(socket, server, task_id)
+            await start_watching(socket, server, task_id, token)
             await anext(stream)
     return held
 
@@ -406,6 +418,8 @@ def ms(values: list[float], q: float) -> str:
 
 SERVER_PROSE = {
     "svc": "`svc` is `svc api` itself",
+    "svc-ws": "`svc-ws` is `svc api` with its subscribers on the multiplexed `/ws` (a subscribe frame "
+    "each; the client closes after the terminal event)",
     "ceiling": "`ceiling` is bench/ceiling.py (each event's frame encoded once and written to every "
     "socket's transport; no framework, none of svc's guarantees)",
     "socketio": "`socketio` is python-socketio {version} on its Redis manager under uvicorn "
@@ -443,8 +457,8 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         f"{options.tasks} `add` tasks held "
         f"in a queue until everyone watches; {options.clients} client processes; a fresh server process "
         f"per size and server; one worker (concurrency 2); {provenance()}; {platform.machine()}, "
-        f"{dt.date.today().isoformat()}. {describe_servers(servers)} Every server but `svc` has a "
-        "`svc api` beside it that takes the submits; only the serving process is measured. "
+        f"{dt.date.today().isoformat()}. {describe_servers(servers)} Every server but `svc` and `svc-ws` "
+        "has a `svc api` beside it that takes the submits; only the serving process is measured. "
         "Delay = client receive time minus the event's `ts` (worker's publish), over every live frame "
         "(RECEIVED, STARTED, SUCCESS). Baseline: one raw `redis.asyncio` SUBSCRIBE client on the same "
         "channels, same run. Server CPU per frame: the serving process's CPU time over the delivery "
@@ -492,7 +506,7 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         biggest = max(svc_rows, key=lambda out: out.subscribers)
         lines[-1] += (
             f" At {biggest.subscribers:,} subscribers svc's API holds "
-            f"**{biggest.kib_per_subscriber:.1f} KiB** per idle subscriber (target ≤ 30 KB) and "
+            f"**{biggest.kib_per_subscriber:.1f} KiB** per idle subscriber (issue 15's target: ≤ 15 KiB) and "
             f"{biggest.redis_pubsub} pub/sub connection to Redis."
         )
     lines[-1] += (
@@ -500,8 +514,8 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         "processes share the machine's 2 cores with the server and the worker and take one frame per "
         "subscriber, where the Redis-only column takes each event once; the server's own cost is the "
         'CPU column. "deliver s" runs from starting the worker to the last client\'s report, worker '
-        "start-up included. The Redis connections of every server but `svc` include those of the "
-        "`svc api` beside it that submitted the tasks; the ceiling's memory per subscriber is what a "
+        "start-up included. The Redis connections of every server but `svc` and `svc-ws` include those "
+        "of the `svc api` beside it that submitted the tasks; the ceiling's memory per subscriber is what a "
         "socket costs with no framework and no buffers of its own."
     )
     for out in outcomes:

@@ -28,11 +28,13 @@ is in "Optimisations" below):
   `as_task_v2`, base64 and JSON), pydantic validation of the body and the arguments, the token, one
   timeout per Redis round trip, and the monitor reading each PENDING event back (`SVC_MONITOR=false`
   removes that).
-- **Fan-out** — most frames are now sent from the bridge's dispatch (`Connection._send_now` →
-  `run_eagerly`) without waking the connection's writer; what remains is the send itself (Starlette's
-  `WebSocket.send` → uvicorn's `WebSocketsSansIOProtocol.send` → websockets' framing → the transport),
-  the writer for terminal frames, and each `/ws/tasks/{id}` socket's closing handshake after its
-  terminal event. The delay column is mostly the clients': they share the 2 cores.
+- **Fan-out** — frames are written by the bridge's dispatch straight to each socket's transport
+  (`Connection._send_now` → `SvcWebSocketProtocol.write_frame`, svc/edge/wsprotocol.py), each event's
+  frame encoded once for all its subscribers; the own time there is the transport's write itself, as
+  in the ceiling. What remains that the ceiling does not do: the close after each `/ws/tasks/{id}`
+  terminal event (Starlette's `WebSocket.close` → uvicorn → websockets' close frame, sent at once from
+  the dispatch), reading the client's answering close, and each socket's ASGI task ending. The delay
+  column is mostly the clients': they share the 2 cores.
 """
 
 

@@ -24,7 +24,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from bench import storm
-from svc.embedded import free_port, start_redis
+from svc.embedded import RedisProcess, free_port, start_redis
 
 from .conftest import TERMINAL, Service, assert_in_order, start_api, start_worker, submit, until
 
@@ -98,6 +98,15 @@ async def watch_all(api: Service, task_ids: list[str]) -> tuple[list[Watcher], l
                 run.result()  # a watcher that failed before its first frame says why
     await ready
     return watchers, runs
+
+
+def stop_all(api: Service, worker: Service | None, client: redis.Redis, server: RedisProcess) -> None:
+    """Stop what a test started for itself: its API, its worker, its Redis client and server."""
+    api.stop()
+    if worker is not None:
+        worker.stop()
+    client.close()
+    server.stop()
 
 
 def slow_socket(port: int) -> socket.socket:
@@ -217,13 +226,9 @@ async def test_one_api_process_holds_5000_watchers_on_one_pubsub_connection(sess
             f"5,000 watchers: all {count} got their terminal event once, in order; "
             f"pub/sub connections 1; API memory per idle subscriber {per_subscriber / 1024:.1f} KiB"
         )
-        assert per_subscriber < 40 * 1024  # about 30 KiB today (BENCHMARKS.md); 41 KiB before
+        assert per_subscriber < 25 * 1024  # about 17 KiB today (BENCHMARKS.md); 29 KiB before issue 15
     finally:
-        api.stop()
-        if worker is not None:
-            worker.stop()
-        client.close()
-        server.stop()
+        stop_all(api, worker, client, server)
 
 
 @pytest.mark.timeout(300)
@@ -270,8 +275,4 @@ async def test_an_api_restarted_under_1000_resuming_subscribers_loses_and_repeat
         assert all(len(result.seqs) >= 4 for result in results)  # PENDING … SUCCESS
         assert sum(result.attempts for result in results) >= 1000  # every one of them did reconnect
     finally:
-        api.stop()
-        if worker is not None:
-            worker.stop()
-        client.close()
-        server.stop()
+        stop_all(api, worker, client, server)

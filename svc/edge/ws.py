@@ -216,7 +216,6 @@ class Connection:
                         self.last_watched = time.monotonic()
                         await self.runtime.bridge.close(finished)
                     if self.close_after_terminal:
-                        outbox.closed = True
                         await self.close(CLOSE_DONE, "task finished")
                         return
         except asyncio.CancelledError:

@@ -13,7 +13,8 @@ T = TypeVar("T")
 
 class Flag:
     """A minimal ``asyncio.Event`` that allocates a future only while someone waits (one is held per
-    subscribed channel: an Event and its deque of waiters cost 0.7 KiB each)."""
+    subscribed channel and per WebSocket under ``svc api``: an Event and its deque of waiters cost
+    0.7 KiB each)."""
 
     __slots__ = ("_set", "_waiter")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import multiprocessing
 import os
 import re
 import resource
@@ -15,9 +16,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -139,35 +143,33 @@ def api_service(redis_url: str, port: int | None = None, **env: str) -> Iterator
 
 
 @contextmanager
-def ceiling_service(redis_url: str) -> Iterator[Api]:
-    """The fan-out ceiling (bench/ceiling.py) on the benchmark's namespace; ready once it listens."""
+def listening_service(module: str, label: str, redis_url: str) -> Iterator[Api]:
+    """``python -m module --port P --redis URL --namespace NS`` (the ceiling, a peer): ready once it
+    prints that it listens."""
     port = free_port()
-    args = ["bench.ceiling", "--port", str(port), "--redis", redis_url, "--namespace", NAMESPACE]
-    process, log = _spawn(args, ROOT, bench_env(redis_url), "ceiling")
+    args = [module, "--port", str(port), "--redis", redis_url, "--namespace", NAMESPACE]
+    process, log = _spawn(args, ROOT, bench_env(redis_url), label)
     try:
-        _until(lambda: b"listening" in log.read_bytes(), process, log, "the ceiling")
+        _until(lambda: b"listening" in log.read_bytes(), process, log, f"the {label}")
         yield Api(f"http://127.0.0.1:{port}", process.pid, log)
     finally:
         _stop(process)
+
+
+def ceiling_service(redis_url: str) -> AbstractContextManager[Api]:
+    """The fan-out ceiling (bench/ceiling.py) on the benchmark's namespace; ready once it listens."""
+    return listening_service("bench.ceiling", "ceiling", redis_url)
 
 
 # The peer servers bench.fanout can measure beside svc and the ceiling: name → module (bench/peers/).
 PEERS = {"socketio": "bench.peers.socketio_server", "broadcaster": "bench.peers.broadcaster_server"}
 
 
-@contextmanager
-def peer_service(name: str, redis_url: str) -> Iterator[Api]:
+def peer_service(name: str, redis_url: str) -> AbstractContextManager[Api]:
     """One of the peer servers (``PEERS``) on the benchmark's namespace; ready once it listens."""
     if name not in PEERS:
         raise ValueError(f"unknown peer server {name!r}; choose from {', '.join(PEERS)}")
-    port = free_port()
-    args = [PEERS[name], "--port", str(port), "--redis", redis_url, "--namespace", NAMESPACE]
-    process, log = _spawn(args, ROOT, bench_env(redis_url), name)
-    try:
-        _until(lambda: b"listening" in log.read_bytes(), process, log, f"the {name} peer")
-        yield Api(f"http://127.0.0.1:{port}", process.pid, log)
-    finally:
-        _stop(process)
+    return listening_service(PEERS[name], f"{name} peer", redis_url)
 
 
 @contextmanager
@@ -208,11 +210,37 @@ def worker_process(redis_url: str, *args: str, concurrency: int = 2) -> Iterator
         _stop(process)
 
 
-def raise_nofile() -> int:
-    """Raise this process's open-file limit to its hard limit (children inherit it); returns it."""
+def raise_nofile(sockets: int = 0) -> int:
+    """Raise this process's open-file limit to its hard limit (children inherit it) and return it;
+    exit with a message when that leaves no room for ``sockets`` sockets and 1,000 more descriptors."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if sockets + 1000 > hard:
+        raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} is too low for {sockets:,} sockets")
     return hard
+
+
+def start_clients(
+    target: Callable[..., None], ws_base: str, jobs: Sequence[Any], clients: int, *extra: Any
+) -> tuple[list[Connection], list[BaseProcess]]:
+    """``clients`` client processes (spawned, daemonic), each from its own 127.0.0.x address and with
+    an even share of ``jobs``: ``target(pipe, ws_base, share, address, *extra)``. Returns the pipes
+    they report on (a client that dies closes its end: the reader gets EOF) and the processes."""
+    context = multiprocessing.get_context("spawn")
+    pipes: list[Connection] = []
+    processes: list[BaseProcess] = []
+    for number in range(clients):
+        reader, writer = context.Pipe(duplex=False)
+        process = context.Process(
+            target=target,
+            args=(writer, ws_base, list(jobs[number::clients]), f"127.0.0.{number + 2}", *extra),
+            daemon=True,
+        )
+        process.start()
+        writer.close()
+        pipes.append(reader)
+        processes.append(process)
+    return pipes, processes
 
 
 def rss_kib(pid: int) -> int:

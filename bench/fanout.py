@@ -39,7 +39,6 @@ import contextlib
 import datetime as dt
 import gc
 import importlib.metadata
-import multiprocessing
 import platform
 import time
 import uuid
@@ -71,6 +70,7 @@ from bench.common import (
     py_spy,
     raise_nofile,
     rss_kib,
+    start_clients,
     worker_process,
     write_section,
 )
@@ -333,22 +333,9 @@ async def measure(
     await asyncio.sleep(0.5)
     outcome.rss_before = rss_kib(api.pid)
     jobs = [held[index % tasks] for index in range(subscribers)]
-    context = multiprocessing.get_context("spawn")
-    pipes: list[Connection] = []
-    processes = []
     connect_cpu_before = cpu_seconds(api.pid)
     started = time.perf_counter()
-    for number in range(clients):
-        reader, writer = context.Pipe(duplex=False)
-        process = context.Process(
-            target=client_process,
-            args=(writer, api.ws, jobs[number::clients], f"127.0.0.{number + 2}", server),
-            daemon=True,
-        )
-        process.start()
-        writer.close()
-        pipes.append(reader)
-        processes.append(process)
+    pipes, processes = start_clients(client_process, api.ws, jobs, clients, server)
     loop = asyncio.get_running_loop()
     try:
         for pipe in pipes:
@@ -537,10 +524,8 @@ def main() -> None:
     unknown = [server for server in servers if server not in SERVERS]
     if unknown:
         parser.error(f"unknown server(s) {', '.join(unknown)} in --servers; choose from {', '.join(SERVERS)}")
-    limit = raise_nofile()
     sizes = [int(size) for size in options.subscribers.split(",")]
-    if max(sizes) + 1000 > limit:
-        raise SystemExit(f"RLIMIT_NOFILE hard limit {limit} is too low for {max(sizes):,} subscribers")
+    raise_nofile(max(sizes))
     outcomes = []
     for size in sizes:
         for server in servers:

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import multiprocessing
 import platform
 import time
 import uuid
@@ -44,6 +43,7 @@ from bench.common import (
     private_redis,
     provenance,
     raise_nofile,
+    start_clients,
     worker_process,
     write_section,
 )
@@ -150,24 +150,14 @@ def run(subscribers: int, tasks: int, clients: int) -> Storm:
     storm = Storm(subscribers)
     port = free_port()
     queue = f"storm-{uuid.uuid4().hex[:8]}"
-    context = multiprocessing.get_context("spawn")
     with private_redis() as server, contextlib.ExitStack() as stack:
         first_api = stack.enter_context(contextlib.ExitStack())
         api = first_api.enter_context(api_service(server.url, port=port))
         held = uvloop.run(submit_held(api.base, api.ws, tasks, queue, "svc"))
         jobs = [held[index % tasks] for index in range(subscribers)]
-        pipes, processes = [], []
-        for number in range(clients):
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(
-                target=client_process,
-                args=(writer, api.ws, jobs[number::clients], f"127.0.0.{number + 2}"),
-                daemon=True,
-            )
-            process.start()
+        pipes, processes = start_clients(client_process, api.ws, jobs, clients)
+        for process in processes:
             stack.callback(process.kill)
-            pipes.append(reader)
-            processes.append(process)
         for pipe in pipes:
             if not pipe.poll(READY_TIMEOUT):
                 raise RuntimeError("subscribers did not all connect")
@@ -235,9 +225,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--clients", type=int, default=4)
     options = parser.parse_args()
-    limit = raise_nofile()
-    if options.subscribers + 1000 > limit:
-        raise SystemExit(f"RLIMIT_NOFILE hard limit {limit} is too low for {options.subscribers:,} sockets")
+    raise_nofile(options.subscribers)
     storm = run(options.subscribers, options.tasks, options.clients)
     text = report(storm, options)
     print(text)

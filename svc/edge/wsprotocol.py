@@ -191,8 +191,9 @@ class SvcWebSocketProtocol(WebSocketsSansIOProtocol):
             keepalive_for(self.loop, self.ping_interval, self.ping_timeout).add(self)
 
     def stop_keepalive(self) -> None:
-        if self.keepalive_slot is not None:
-            keepalive_for(self.loop, self.ping_interval or 1.0, self.ping_timeout).remove(self)
+        keepalive = _keepalives.get(self.loop) if self.keepalive_slot is not None else None
+        if keepalive is not None:
+            keepalive.remove(self)
         self.pending_ping_payload = None
 
     def handle_pong(self, event: Frame) -> None:

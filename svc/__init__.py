@@ -6,7 +6,9 @@ API side):
 - ``svc.instrument(app)``: svc's events for every task of a Celery app (svc/worker/instrument.py);
 - ``svc.expose``: make a task submittable over HTTP, its schema derived or given (svc/exposure.py);
 - ``svc.Gateway(app)``: the HTTP and WebSocket API for that app, to mount or serve (svc/gateway.py);
-- ``svc.report_progress(current, total, message)``: a PROGRESS event from inside a running task.
+- ``svc.report_progress(current, total, message)``: a PROGRESS event from inside a running task;
+- ``svc.stream(data, name="output")`` and ``svc.stream_from(chunks, name="output")``: a running task's
+  partial output, streamed to its watchers (svc/worker/streams.py).
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["ConfigurationError", "Gateway", "expose", "instrument", "report_progress"]
+__all__ = [
+    "ConfigurationError",
+    "Gateway",
+    "expose",
+    "instrument",
+    "report_progress",
+    "stream",
+    "stream_from",
+]
 
 if TYPE_CHECKING:
     from svc.errors import ConfigurationError
@@ -22,6 +32,7 @@ if TYPE_CHECKING:
     from svc.gateway import Gateway
     from svc.worker.instrument import instrument
     from svc.worker.publisher import report_progress
+    from svc.worker.streams import stream, stream_from
 
 _WHERE = {
     "ConfigurationError": "svc.errors",
@@ -29,6 +40,8 @@ _WHERE = {
     "expose": "svc.exposure",
     "instrument": "svc.worker.instrument",
     "report_progress": "svc.worker.publisher",
+    "stream": "svc.worker.streams",
+    "stream_from": "svc.worker.streams",
 }
 
 

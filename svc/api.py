@@ -24,14 +24,14 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from svc import schedules
-from svc.edge import auth, dashboard, submissions, ws
+from svc.edge import auth, dashboard, sse, submissions, ws
 from svc.edge.fastpath import FastLanes
 from svc.edge.limits import BodyLimit
 from svc.edge.problems import EXCEPTION_HANDLERS, problem, problem_for, problem_responses
 from svc.edge.receipts import Accepted, WorkflowAccepted, accepted
 from svc.enqueue import workflows
 from svc.enqueue.submit import SubmitRequest
-from svc.errors import NotFound, ServiceUnavailable, UnknownTaskId
+from svc.errors import BadRequest, NotFound, ServiceUnavailable, TooManyConnections, UnknownTaskId
 from svc.monitor.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from svc.runtime import Runtime
 from svc.settings import Settings
@@ -206,13 +206,42 @@ async def task_state(
     return Response(latest, media_type="application/json")
 
 
-@router.get("/tasks/{task_id}/events", tags=["tasks"])
+SinceQuery = Annotated[
+    str | None, Query(description="server-sent events: resume after this seq", max_length=24)
+]
+LastEventIdHeader = Annotated[str | None, Header(alias="last-event-id", include_in_schema=False)]
+EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the recorded events (JSON), or with ``Accept: text/event-stream`` every frame "
+        "from ``since`` as server-sent events until the terminal event",
+        "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get("/tasks/{task_id}/events", tags=["tasks"], responses=EVENTS_RESPONSES)
 async def task_events(
-    task_id: str, request: Request, token: TokenQuery = None, authorization: AuthHeader = None
+    task_id: str,
+    request: Request,
+    token: TokenQuery = None,
+    since: SinceQuery = None,
+    authorization: AuthHeader = None,
+    last_event_id: LastEventIdHeader = None,
 ) -> Response:
-    """Every recorded event of the task, oldest first (what a WebSocket with ``since=0`` replays)."""
+    """Every recorded event of the task, oldest first (what a WebSocket with ``since=0`` replays); with
+    ``Accept: text/event-stream``, the WebSocket's frames (events and stream chunks) as server-sent
+    events, resumed after ``Last-Event-ID`` or ``since``, ending after the terminal event."""
     runtime = runtime_of(request)
     await auth.require_task_access(runtime.settings, task_id, token, authorization, runtime.workflow_of)
+    if sse.wants_event_stream(request.headers.get("accept")):
+        resume = sse.parse_resume(last_event_id, since)
+        if resume is None or not ws.TASK_ID.match(task_id):
+            raise BadRequest(ws.SINCE_ERROR if resume is None else "task_id is malformed")
+        host = request.client.host if request.client else None
+        client = auth.client_identity(runtime.settings, authorization, host)
+        if runtime.connections_by_client[client] >= runtime.settings.ws_max_connections:
+            raise TooManyConnections("too many connections from this client")
+        return sse.event_stream(runtime, task_id, resume, client)
     recorded = await runtime.history.all(task_id)
     if not recorded:
         raise UnknownTaskId(f"no events are recorded for task {task_id!r}")

@@ -37,6 +37,8 @@ from svc.wire import events
 log = logging.getLogger("svc.bridge")
 
 STEP = "STEP"
+STREAM = events.STREAM
+NOT_STATES = frozenset({STEP, STREAM})  # delivery states that are none of the task's own
 PROBE_INTERVAL = 2.0
 STALE_AFTER = 3 * PROBE_INTERVAL + 1.0
 CONFIRM_TIMEOUT = 5.0
@@ -82,7 +84,7 @@ class Subscription:
             if '"recovered":false' not in text:
                 text = events.with_recovered_false(text.encode()).decode()
         self.last_seq = seq
-        if state != STEP:
+        if state not in NOT_STATES:
             self.last_state = state
         self.sink.push(self.task_id, seq, state, text)
         if state in events.TERMINAL_STATES:
@@ -240,20 +242,29 @@ class Bridge:
         waits in silence; nothing was ever seen and nothing is recorded — wait for the first event.
         """
         task_id, since = subscription.task_id, subscription.last_seq
-        recorded = self._decoded(await self.history.after(task_id, since), task_id)
-        if recorded:
-            if since > 0 and recorded[0][0] > since + 1:
+        backlog = await self.history.backlog(task_id, since)
+        recorded = self._decoded(backlog.events, task_id)
+        chunks = self._decoded(backlog.chunks, task_id)
+        if recorded or chunks:
+            first = min(item[0] for item in (recorded[:1] + chunks[:1]))
+            if since > 0 and recorded and first - 1 > max(since, backlog.cut_up_to):
                 # Trimmed past what the client saw: only the newest event can be vouched for.
                 subscription.epoch_lost = True
                 recorded = [_recovered_false(recorded[-1])]
-            self._flush(subscription, recorded)
+            pending = sorted([*recorded, *chunks], key=lambda item: item[0])
+            if backlog.cut_up_to > since:
+                # Stream chunks after ``since`` are gone (the stream's cap or TTL): the first frame after
+                # them says so.
+                index = next((i for i, item in enumerate(pending) if item[0] > backlog.cut_up_to), -1)
+                pending[index] = _recovered_false(pending[index])
+            self._flush(subscription, pending)
             return
         latest = None
         if since > 0:
             newest = self._decoded([raw] if (raw := await self.history.latest(task_id)) else [], task_id)
             latest = newest[0] if newest else None
         if latest is not None:
-            if latest[0] < since:
+            if max(latest[0], backlog.newest_chunk) < since:
                 # The counter went backwards: Redis lost the task's keys and it started again at 1.
                 subscription.epoch_lost = True
                 self._flush(subscription, [_recovered_false(latest)])
@@ -387,11 +398,28 @@ class Bridge:
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return
+        if b"\n" in data:  # a batch of stream chunks (JSON frames hold no raw newline)
+            self._dispatch_batch(channel, data, subscribers)
+            return
         try:
             seq, state, text = _decode(data, next(iter(subscribers)).task_id)
         except (ValueError, KeyError, TypeError):
             log.error("event=malformed_event channel=%s", channel)
             return
+        self._route(subscribers, seq, state, text)
+
+    def _dispatch_batch(self, channel: str, data: bytes, subscribers: set[Subscription]) -> None:
+        """Each frame of a batch, in order, to every subscriber (each frame's text is shared by all)."""
+        stream_id = next(iter(subscribers)).task_id
+        try:
+            frames = [_decode(raw, stream_id) for raw in data.split(b"\n")]
+        except (ValueError, KeyError, TypeError):
+            log.error("event=malformed_event channel=%s", channel)
+            return
+        for seq, state, text in frames:
+            self._route(subscribers, seq, state, text)
+
+    def _route(self, subscribers: set[Subscription], seq: int, state: str, text: str) -> None:
         for subscription in list(subscribers):
             if subscription.buffer is not None:
                 subscription.buffer.append((seq, state, text))
@@ -430,9 +458,14 @@ def _state_of(raw: bytes, stream_id: str) -> str:
 def _decode(raw: bytes, stream_id: str) -> tuple[int, str, str]:
     """Seq, state and text of one event of ``stream_id``'s stream, parsed once for all its subscribers.
 
-    A workflow step's copy in its workflow's stream has the state ``STEP`` for delivery purposes:
-    it never ends the stream and is never coalesced.
+    A workflow step's copy in its workflow's stream has the state ``STEP`` for delivery purposes, and
+    a stream chunk (the task's own or a step's) the state ``STREAM``: neither ends the stream or is
+    coalesced.
     """
     event: dict[str, Any] = events.parse(raw)
+    if event.get("op") == "stream":
+        if not isinstance(event.get("task_id"), str) or not isinstance(event.get("stream"), str):
+            raise ValueError("a stream chunk names its task and stream")
+        return int(event["seq"]), STREAM, raw.decode()
     state = str(event["state"]) if event.get("task_id") == stream_id else STEP
     return int(event["seq"]), state, raw.decode()

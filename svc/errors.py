@@ -102,6 +102,12 @@ class RateLimited(SvcError):
         self.retry_after = retry_after
 
 
+class TooManyConnections(SvcError):
+    """A client holds as many open event streams and sockets as ``SVC_WS_MAX_CONNECTIONS`` allows."""
+
+    status, title = 429, "Too Many Requests"
+
+
 class ServiceUnavailable(SvcError):
     """Redis or the broker did not answer in time."""
 

@@ -168,7 +168,8 @@ class Gateway:
 
     async def watch(self, task_id: str, since: int = 0) -> AsyncIterator[dict[str, Any]]:
         """The task's events after ``since`` (its history, then live), as dicts in the SPEC's event
-        shape, ending after the terminal one (a workflow's: its own final event). Events wait for a slow
+        shape, and its stream chunks among them in seq order (``{"op": "stream", …}``), ending after
+        the terminal event (a workflow's: its own final event). Events wait for a slow
         reader in a bounded queue: past ``WATCH_QUEUE`` of them, PROGRESS steps are coalesced, and past
         twice that the iterator raises ``svc.fanout.outbox.Overflow``. An id nobody submitted is waited
         for, as on a WebSocket: put a timeout around it where that matters."""

@@ -59,6 +59,25 @@ class Settings(BaseSettings):
 
     history_max: int = Field(1000, ge=1, description="events kept per task history")
     history_ttl: int = Field(86400, ge=1, description="seconds a task's history lives after its last event")
+    stream_max: int = Field(
+        100_000,
+        ge=1,
+        description="chunks kept per task stream (all its streams together); older ones are cut",
+    )
+    stream_ttl: int | None = Field(
+        None,
+        ge=1,
+        description="seconds a task's stream chunks live after its last one (unset: history_ttl)",
+    )
+    stream_flush: float = Field(
+        0.005, gt=0, le=1, description="seconds a streamed chunk may wait in the worker before it is written"
+    )
+    stream_buffer: int = Field(
+        10_000, ge=1, description="chunks a worker process holds unwritten before svc.stream waits for Redis"
+    )
+    stream_max_chunk: int = Field(
+        1_048_576, ge=16, description="largest chunk svc.stream takes, in bytes of JSON"
+    )
     token_ttl: int = Field(86400, ge=1, description="seconds a task token stays valid")
     idempotency_ttl: int = Field(86400, ge=1, description="seconds an Idempotency-Key maps to its first task")
     redis_timeout: float = Field(
@@ -137,6 +156,19 @@ class Settings(BaseSettings):
         if self.api_keys and not self.secret_key:
             raise ValueError("SVC_SECRET_KEY must be set when SVC_API_KEYS is set")
         return self
+
+    @model_validator(mode="after")
+    def _streams_within_history(self) -> Settings:
+        if self.stream_ttl is not None and self.stream_ttl > self.history_ttl:
+            raise ValueError(
+                "SVC_STREAM_TTL must not exceed SVC_HISTORY_TTL (a stream lives within its task)"
+            )
+        return self
+
+    @property
+    def stream_expiry(self) -> int:
+        """Seconds a task's stream chunks live after the last one (``stream_ttl``, else ``history_ttl``)."""
+        return self.history_ttl if self.stream_ttl is None else self.stream_ttl
 
     @property
     def broker(self) -> str:

@@ -164,6 +164,44 @@ async def test_websocket_needs_the_task_token_or_a_key(secure: Service, client: 
             assert json.loads(await socket.recv())["task_id"] == task_id
 
 
+async def test_server_sent_events_need_the_task_token_or_a_key_and_count_as_connections(
+    client: httpx.AsyncClient,
+) -> None:
+    sse = {"Accept": "text/event-stream"}
+    body, other = await submitted(client), await submitted(client)
+    url = f"/tasks/{body['task_id']}/events"
+    assert (await client.get(url, headers=sse)).status_code == 401
+    assert (await client.get(url, params={"token": other["token"]}, headers=sse)).status_code == 403
+    answered = await client.get(url, params={"token": body["token"]}, headers=sse, timeout=30)
+    assert answered.status_code == 200 and answered.headers["content-type"].startswith("text/event-stream")
+    assert '"result":3' in answered.text.rsplit("data: ", 1)[-1]
+    # SVC_WS_MAX_CONNECTIONS (3) counts open event streams like sockets: a fourth is refused with 429.
+    sleeping = [await submitted(client, "sleep", [30]) for _ in range(4)]
+    streams = [
+        client.stream("GET", f"/tasks/{task['task_id']}/events", params={"token": task["token"]}, headers=sse)
+        for task in sleeping[:3]
+    ]
+    opened = [await stream.__aenter__() for stream in streams]
+    try:
+        assert [response.status_code for response in opened] == [200, 200, 200]
+        for response in opened:  # each has begun: its first bytes (a comment) came
+            assert (await anext(response.aiter_text())).startswith(":")
+        fourth = sleeping[3]
+        async with client.stream(
+            "GET", f"/tasks/{fourth['task_id']}/events", params={"token": fourth["token"]}, headers=sse
+        ) as refused:
+            if refused.status_code != 429:
+                metrics = (await client.get("/metrics", headers=keyed())).text
+                gauge = [line for line in metrics.splitlines() if "websocket_connections" in line]
+                pytest.fail(f"a fourth event stream was answered {refused.status_code}; {gauge}")
+            assert json.loads(await refused.aread())["status"] == 429
+    finally:
+        for stream in streams:
+            await stream.__aexit__(None, None, None)
+        for task in sleeping:
+            await client.delete(f"/tasks/{task['task_id']}", params={"terminate": "true"}, headers=keyed())
+
+
 async def test_multiplexed_subscribe_checks_each_token(secure: Service, client: httpx.AsyncClient) -> None:
     mine, theirs = await submitted(client), await submitted(client)
     async with websockets.connect(f"{secure.ws_url}/ws?token={mine['token']}") as socket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio.to_thread
@@ -12,6 +13,16 @@ from celery import Celery
 
 from svc.batcher import Batcher
 from svc.wire import events
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """A task's records after a subscriber's ``seq``, oldest first."""
+
+    events: list[bytes]
+    chunks: list[bytes]
+    cut_up_to: int  # the newest seq of a stream chunk that is gone (0: none is)
+    newest_chunk: int  # the seq of the task's newest stream chunk ever stored (0: it never streamed)
 
 
 class History:
@@ -36,6 +47,21 @@ class History:
         key = events.history_key(self.namespace, task_id)
         (recorded,) = await self.reads.execute(("ZRANGEBYSCORE", key, f"({seq}", "+inf"))
         return cast(list[bytes], recorded)
+
+    async def backlog(self, task_id: str, seq: int) -> Backlog:
+        """What a subscriber at ``seq`` has not been sent: the task's recorded events and stream chunks
+        after it (one round trip), and what is known of chunks that are gone."""
+        namespace = self.namespace
+        recorded, chunks, (cut, last) = await self.reads.execute(
+            ("ZRANGEBYSCORE", events.history_key(namespace, task_id), f"({seq}", "+inf"),
+            ("ZRANGEBYSCORE", events.stream_key(namespace, task_id), f"({seq}", "+inf"),
+            ("HMGET", events.task_key(namespace, task_id), "stream_cut", "stream_last"),
+        )
+        cut_seq, last_seq = int(cut or 0), int(last or 0)
+        # With chunks left, the stream's key lives and only the cap cut any; with none after ``seq``, a
+        # newer chunk than ``seq`` that was recorded is gone (the stream's TTL, or the cap).
+        horizon = cut_seq if chunks else max(cut_seq, last_seq)
+        return Backlog(cast(list[bytes], recorded), cast(list[bytes], chunks), horizon, last_seq)
 
     async def latest(self, task_id: str) -> bytes | None:
         """The newest recorded event of ``task_id``, if any."""

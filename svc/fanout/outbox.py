@@ -31,6 +31,10 @@ class Overflow(Exception):
     """The client read too slowly and its queue passed the hard limit (raised by :meth:`Outbox.get`)."""
 
 
+class Closed(Exception):
+    """The outbox was closed and everything queued before has been taken (raised by :meth:`Outbox.get`)."""
+
+
 @dataclass(slots=True)
 class Frame:
     """One text frame waiting to be sent, with what the queue policy needs to know of it."""
@@ -156,8 +160,8 @@ class Outbox:
 
     async def get(self) -> Frame:
         """For a consumer that pulls frames instead of pushing them to a socket (the dashboard's feed,
-        ``Gateway.watch``): the oldest frame, waiting for one; raises Overflow once the hard limit was
-        passed."""
+        ``Gateway.watch``, server-sent events): the oldest frame, waiting for one; raises Overflow once
+        the hard limit was passed, and Closed once the outbox was closed and nothing is left."""
         while True:
             if self.overflowed:
                 raise Overflow(f"more than {2 * self.limit} frames queued")
@@ -166,11 +170,18 @@ class Outbox:
                 if not self._frames:
                     self.writer_done()
                 return frame
+            if self.closed:
+                raise Closed("the outbox was closed")
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await waiter
             finally:
                 self._waiter = None
+
+    def close(self) -> None:
+        """Take no more frames: a :meth:`get` raises Closed once the frames queued before are taken."""
+        self.closed = True
+        self._wake()
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -301,7 +301,11 @@ class Monitor:
                 continue
             pinged = False
             if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
-                self.ingest(reply[3])
+                data = reply[3]
+                if events.is_stream_message(data):  # chunks: counted, no row of their own
+                    self.metrics.stream_chunks_published += data.count(b"\n") + 1
+                    continue
+                self.ingest(data)
 
     async def _load_recent(self) -> None:
         """The newest tasks' first events (submit, args, start) and latest event, oldest task first."""

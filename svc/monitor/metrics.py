@@ -38,6 +38,7 @@ class Metrics:
         self.events_published: Tally[str] = Tally()  # state
         self.tasks_finished: Tally[tuple[str, ...]] = Tally()  # (task, state)
         self.events_delivered = 0
+        self.stream_chunks_published = 0
         self.task_runtime = Histogram(
             "svc_task_runtime_seconds",
             "seconds from STARTED to SUCCESS or FAILURE, by task name",
@@ -75,6 +76,11 @@ class _Counts(Collector):
             "task events published in this namespace (by any worker or API process), by state",
             ["state"],
             {(state,): count for state, count in metrics.events_published.items()},
+        )
+        yield CounterMetricFamily(
+            "svc_stream_chunks_published",
+            "stream chunks published in this namespace (svc.stream, by any worker)",
+            value=metrics.stream_chunks_published,
         )
         yield CounterMetricFamily(
             "svc_events_delivered",

@@ -7,7 +7,11 @@ Per task, Redis holds:
                               final state, once set), ``revoked`` (cancelled by the API), and for a workflow
                               step ``workflow``/``step``; for a workflow ``kind``/``total``/``done``
 - ``{ns}:task:{id}:history``  a sorted set of event JSON scored by ``seq``, capped and expiring
-- ``{ns}:task:{id}`` channel  a pub/sub notification carrying the same JSON
+- ``{ns}:task:{id}:stream``   a sorted set of the task's stream chunks (``svc.stream``) scored by ``seq``,
+                              with a cap and TTL of its own; the hash adds ``stream_last``/``stream_cut``
+                              and a count of stored chunks per running attempt
+- ``{ns}:task:{id}`` channel  a pub/sub notification carrying the same JSON (a batch of chunks: one message,
+                              the frames joined by newlines)
 
 and across tasks ``{ns}:recent``, a sorted set of the ids with events most recently (scored by Redis's
 clock, capped at RECENT_MAX), from which the dashboard loads its table.
@@ -86,6 +90,27 @@ class Event(BaseModel):
 
 
 EVENT_FIELDS = frozenset(Event.model_fields)
+STREAM = "STREAM"  # the delivery state of a stream frame: never terminal, never coalesced or dropped
+STREAM_NAME_MAX = 100
+
+
+class StreamChunk(BaseModel):
+    """One chunk of a task's named stream (the SPEC's stream frame): the one declaration of it.
+
+    ``stream_body`` writes it without ``seq``; the stream script numbers it in the task's own ``seq``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    op: Literal["stream"]
+    task_id: str
+    seq: int
+    stream: str = Field(max_length=STREAM_NAME_MAX)
+    data: Any = None
+    recovered: bool | None = Field(None, description="false: chunks before this one were cut (cap or TTL)")
+    workflow_id: str | None = Field(None, description="a step's chunk in its workflow's stream")
+    step: int | None = Field(None, description="the step's index in its workflow")
+    step_seq: int | None = Field(None, description="the chunk's own seq in the step's stream")
 
 
 def task_key(namespace: str, task_id: str) -> str:
@@ -101,6 +126,11 @@ def history_key(namespace: str, task_id: str) -> str:
 def task_channel(namespace: str, task_id: str) -> str:
     """Pub/sub channel on which a task's events are announced."""
     return f"{namespace}:task:{task_id}"
+
+
+def stream_key(namespace: str, task_id: str) -> str:
+    """Sorted set of a task's stream chunks (every named stream of it), scored by ``seq``."""
+    return f"{namespace}:task:{task_id}:stream"
 
 
 def recent_key(namespace: str) -> str:
@@ -225,6 +255,64 @@ return false
 
 SUBMIT_SHA = hashlib.sha1(SUBMIT_SCRIPT.encode()).hexdigest()
 
+# Append a batch of chunks to a task's stream as one atomic step: number them in the task's own seq,
+# store, cap, expire, and announce them in one PUBLISH (the frames joined by newlines, which JSON
+# frames never hold). A batch is idempotent: ``producer`` (a field of the task hash, one per running
+# attempt of the task) counts the chunks of that attempt already stored, and a batch sent again after
+# a lost reply stores only those it has not. Nothing is stored once the task has ended.
+# The task hash gets ``stream_last`` (the newest chunk's seq) and, once the cap cut chunks,
+# ``stream_cut`` (the newest cut chunk's seq): what tells a subscriber that chunks it asked for are gone.
+# KEYS: task hash, stream, history. ARGV: channel, cap, stream TTL, history TTL, producer field, the
+# producer's index of the batch's first chunk, then the chunks (JSON objects without seq).
+# Returns {seq of the last chunk stored (0: none), chunks stored now, workflow id, step}.
+STREAM_SCRIPT = """
+local task, stream, history = KEYS[1], KEYS[2], KEYS[3]
+local cap, first, given = tonumber(ARGV[2]), tonumber(ARGV[6]), #ARGV - 6
+local info = redis.call('HMGET', task, 'terminal', ARGV[5], 'workflow', 'step')
+local stored = tonumber(info[2] or '0')
+if info[1] then return {0, 0, info[3], info[4]} end
+local skip = stored - first
+if skip < 0 then skip = 0 end
+local count = given - skip
+if count <= 0 then return {0, 0, info[3], info[4]} end
+local last = redis.call('HINCRBY', task, 'seq', count)
+if last == count then
+  -- a new counter beside surviving records: continue after them, so that no seq is given twice
+  local newest = 0
+  for _, key in ipairs({history, stream}) do
+    local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    if top[2] and tonumber(top[2]) > newest then newest = tonumber(top[2]) end
+  end
+  if newest > 0 then
+    last = newest + count
+    redis.call('HSET', task, 'seq', last)
+  end
+end
+local base = last - count
+local members, frames = {}, {}
+for i = 1, count do
+  local seq = base + i
+  local frame = '{"seq":' .. seq .. ',' .. string.sub(ARGV[6 + skip + i], 2)
+  members[2 * i - 1] = seq
+  members[2 * i] = frame
+  frames[i] = frame
+end
+redis.call('ZADD', stream, unpack(members))
+local size = redis.call('ZCARD', stream)
+if size > cap then
+  local cut = redis.call('ZRANGE', stream, size - cap - 1, size - cap - 1, 'WITHSCORES')
+  redis.call('ZREMRANGEBYRANK', stream, 0, size - cap - 1)
+  redis.call('HSET', task, 'stream_cut', cut[2])
+end
+redis.call('HSET', task, ARGV[5], first + given, 'stream_last', last)
+redis.call('EXPIRE', stream, ARGV[3])
+redis.call('EXPIRE', task, ARGV[4])
+redis.call('EXPIRE', history, ARGV[4])
+redis.call('PUBLISH', ARGV[1], table.concat(frames, '\\n'))
+return {last, count, info[3], info[4]}
+"""
+STREAM_BATCH_MAX = 1000  # chunks per script call (Lua's unpack takes a few thousand values at most)
+
 
 def encode_body(
     task_id: str,
@@ -271,6 +359,57 @@ def encode_body(
     if any(value is not None and jsonvalues.has_non_finite(value) for value in values):
         return jsonvalues.dumps(jsonvalues.carried(body))
     return encoded
+
+
+def stream_prefix(task_id: str, name: str) -> bytes:
+    """The start of every chunk of one stream of one task, up to its ``data`` (see ``stream_body``)."""
+    return (
+        b'{"op":"stream","task_id":'
+        + orjson.dumps(task_id)
+        + b',"stream":'
+        + orjson.dumps(name)
+        + b',"data":'
+    )
+
+
+def stream_body(prefix: bytes, data: bytes) -> bytes:
+    """A chunk without its ``seq`` (the stream script numbers it): ``prefix`` (``stream_prefix``) and
+    ``data``, already JSON."""
+    return prefix + data + b"}"
+
+
+def step_chunk(body: bytes, workflow_id: str, step: int, step_seq: int) -> bytes:
+    """A step's chunk (``stream_body``) as its workflow's stream carries it: with ``workflow_id``,
+    ``step`` and the chunk's own seq as ``step_seq``."""
+    extra = orjson.dumps({"workflow_id": workflow_id, "step": step, "step_seq": step_seq})
+    return body[:-1] + b"," + extra[1:]
+
+
+def stream_args(
+    settings: Settings,
+    task_id: str,
+    producer: str,
+    first: int,
+    bodies: list[bytes],
+) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV for STREAM_SCRIPT: ``bodies`` are chunks ``first``, ``first + 1``, … of ``producer``."""
+    namespace = settings.namespace
+    keys = [task_key(namespace, task_id), stream_key(namespace, task_id), history_key(namespace, task_id)]
+    args: list[str | bytes | int] = [
+        task_channel(namespace, task_id),
+        settings.stream_max,
+        settings.stream_expiry,
+        settings.history_ttl,
+        producer,
+        first,
+        *bodies,
+    ]
+    return keys, args
+
+
+def is_stream_message(raw: bytes) -> bool:
+    """True for a task channel's message of stream chunks (one, or several joined by newlines)."""
+    return raw.find(b'"op":"stream"', 0, 48) != -1
 
 
 def describe_error(exc: BaseException) -> dict[str, str]:

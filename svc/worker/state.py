@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from celery import Celery
@@ -40,6 +40,12 @@ class Published:
     step: int | None = None
 
 
+class StreamFlush(Protocol):
+    """What an event needs of svc.worker.streams' writer: the task's chunks written before it."""
+
+    def before_event(self, task_id: str, state: str) -> None: ...
+
+
 class Instrumentation:
     """svc's worker-side state for one Celery app in this process."""
 
@@ -50,6 +56,7 @@ class Instrumentation:
         self.started: dict[str, float] = {}  # task id -> monotonic time of its STARTED, while it runs here
         self.announced_retry: tuple[str, int] | None = None  # (task id, retries) whose RETRY went out
         self.heartbeat_stop = threading.Event()
+        self.stream_writer: StreamFlush | None = None  # svc.worker.streams' writer, once a task streams
         self._wiring: Wiring | None = None
         self._clients: dict[bool, tuple[int, redis.Redis, Any]] = {}  # quick? -> (pid, client, script)
 
@@ -132,6 +139,9 @@ class Instrumentation:
 
     def publish(self, task_id: str, name: str | None, state: str, **fields: Any) -> Published:
         """Record and announce one event of a task atomically (and its copy in its workflow's stream)."""
+        writer = self.stream_writer
+        if writer is not None:
+            writer.before_event(task_id, state)
         fields.setdefault("worker", self.hostname)
         body = events.encode_body(task_id, name, state, **fields)
         published = self.publish_to(task_id, state, body)

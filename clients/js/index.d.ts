@@ -76,6 +76,48 @@ export interface ProgressEvent extends TaskEvent {
   progress: Progress;
 }
 
+/** The name of the stream a task writes to when it names none: "output". */
+export declare const DEFAULT_STREAM: "output";
+
+/**
+ * A stream frame as `/ws` sends it: one chunk of a task's named stream. It has no `state`: it never
+ * changes a handle's state and never ends it. Its `seq` is in the task's own sequence, shared with events.
+ */
+export interface StreamFrame<Data = unknown> {
+  op: "stream";
+  task_id: string;
+  seq: number;
+  stream: string;
+  data: Data;
+  /** false: chunks before this one (after the subscriber's since) were cut by the server's cap or TTL. */
+  recovered?: boolean;
+  /** A workflow step's chunk in its workflow's stream: the workflow's id (then `task_id` is the step's). */
+  workflow_id?: string;
+  step?: number;
+  step_seq?: number;
+}
+
+/** One chunk of a task's stream, as `task.on("stream")` and `task.chunks()` give it. */
+export interface StreamChunk<Data = unknown> {
+  /** The stream's name ("output" unless the task named another). */
+  stream: string;
+  /** The chunk: a string for text streams, or any JSON value. */
+  data: Data;
+  /** Its place in the task's seq, shared with its events (a workflow: the workflow stream's seq). */
+  seq: number;
+  /** The task that wrote it: the handle's id, or in a workflow's stream the step's id. */
+  taskId: string;
+  /** A workflow step's chunk: the step's index. */
+  step?: number;
+  /** A workflow step's chunk: its seq in the step's own sequence. */
+  stepSeq?: number;
+  /**
+   * Present (false) only when chunks before this one, after what the handle had received, were cut by
+   * the server (its cap or TTL): the stream has a gap just before this chunk.
+   */
+  recovered?: false;
+}
+
 /** The reconnect policy: exponential backoff with full jitter. */
 export interface BackoffOptions {
   /** Ceiling of the first delay, ms. Default 250. */
@@ -165,41 +207,77 @@ export interface CancelAnswer {
   [extra: string]: unknown;
 }
 
+export interface IterateOptions {
+  /** The iterator throws signal.reason (a DOMException "AbortError" by default) when aborted. */
+  signal?: AbortSignal;
+}
+
+export interface EventsOptions extends IterateOptions {
+  /** Only events with a seq above it (and gap markers, `recovered: false`). Default 0: all. */
+  since?: number;
+}
+
 export interface TaskListeners {
+  /** Every event (never a stream chunk). */
   event: (event: TaskEvent) => void;
   progress: (event: ProgressEvent) => void;
   state: (state: TaskState, event: TaskEvent) => void;
+  /** Every chunk of every stream of the task, once each, in seq order (interleaved with events). */
+  stream: (chunk: StreamChunk) => void;
   error: (error: Error) => void;
 }
 
-/** One task's stream. Watching starts on the first on()/result()/events() and ends at its terminal event. */
+/**
+ * One task's events and streams. Watching starts on the first on()/result()/events()/stream()/text()
+ * and ends at its terminal event.
+ */
 export declare class Task<Result = unknown> {
   readonly id: string;
   readonly token: string | null;
   readonly name: string | null;
-  /** The state of the newest event of this stream's own id ("PENDING" after submit). */
+  /** The state of the newest event of the handle's own id ("PENDING" after submit); chunks never change it. */
   readonly state: TaskState;
-  /** The newest seq delivered (0 before any). */
+  /** The newest seq delivered, of an event or a stream chunk (0 before any). */
   readonly lastSeq: number;
+  /** The newest event delivered (never a stream chunk). */
   readonly latest: TaskEvent<Result> | null;
-  /** Every event delivered so far, in seq order. */
+  /** Every event delivered so far, in seq order (stream chunks are kept apart: chunks()). */
   readonly history: readonly TaskEvent[];
   /** True once the terminal event was delivered. */
   readonly done: boolean;
+  /** The names of the streams the handle has received chunks of, in order of their first chunk. */
+  readonly streamNames: string[];
   on<K extends keyof TaskListeners>(type: K, listener: TaskListeners[K]): () => void;
   /** The result on SUCCESS; rejects TaskFailedError, TaskRevokedError, SubscriptionError, ConnectionClosedError, AbortError, TimeoutError. */
   result(options?: ResultOptions): Promise<Result>;
   /** Every event with seq > since (default: all, replaying those received before), ending after the terminal one. */
-  events(options?: { since?: number }): AsyncGenerator<TaskEvent, void, undefined>;
+  events(options?: EventsOptions): AsyncGenerator<TaskEvent, void, undefined>;
+  /**
+   * Every chunk's `data` of stream `name` (default "output"), in seq order, starting with chunks received
+   * before the call; ends normally when the task ends (SUCCESS, FAILURE or REVOKED: result() says which)
+   * or on unwatch(). Throws SubscriptionError / ConnectionClosedError / AbortError as events() does.
+   */
+  stream<Data = unknown>(name?: string, options?: IterateOptions): AsyncGenerator<Data, void, undefined>;
+  /**
+   * Stream `name`'s (default "output") chunks concatenated once the task has ended, whatever its end:
+   * strings as they are, other values as JSON.stringify gives them. Rejects like result() when the handle
+   * cannot watch, on abort or timeout, but not on FAILURE/REVOKED (a failed task's partial text is given).
+   */
+  text(name?: string, options?: ResultOptions): Promise<string>;
+  /** The chunks of stream `name` (default "output") received so far, in seq order (a copy). */
+  chunks<Data = unknown>(name?: string): StreamChunk<Data>[];
   /** DELETE /tasks/{id}: revoke (and with terminate, stop it if running). */
   cancel(options?: { terminate?: boolean }): Promise<CancelAnswer>;
   /** GET /tasks/{id}: the newest recorded event (the polling fallback). */
   fetchState(): Promise<TaskEvent<Result>>;
-  /** Stop watching: pending result() calls reject with an AbortError, events() iterators end. */
+  /** Stop watching: pending result() and text() calls reject with an AbortError; iterators end. */
   unwatch(): void;
 }
 
-/** A chain, group or chord: its stream carries every step's events (with step/step_seq) and a final one. */
+/**
+ * A chain, group or chord: its handle carries every step's events and stream chunks (with step/step_seq,
+ * chunks with `taskId` and `step`) and a final event.
+ */
 export declare class Workflow<Result = unknown> extends Task<Result> {
   readonly kind: "chain" | "group" | "chord" | null;
   /** The steps' task ids, in step order. */

@@ -3,12 +3,13 @@
  *
  * Guarantees:
  * - opened lazily by the first `watch()`, closed `idleTimeout` ms after nothing is watched any more;
- * - on every (re)connect, each watched stream is subscribed with `since` = the last seq it has seen,
- *   so the server resends exactly what was missed (the stream drops anything older: no duplicates);
+ * - on every (re)connect, each watched id is subscribed with `since` = the last seq its handles have
+ *   seen (events and stream chunks share a task's seq), so the server resends exactly what was missed
+ *   (a handle drops anything older: no duplicates);
  * - a dropped connection (network error, 1001 server shutdown, 1011, 1013 overloaded, anything else)
  *   is retried with exponential backoff and full jitter (see backoff.js);
  * - a close that retrying cannot fix (1008 auth/origin refused, 1009 frame too large) fails every
- *   watched stream with a ConnectionClosedError and does not reconnect.
+ *   watched handle with a ConnectionClosedError and does not reconnect.
  * @module
  */
 
@@ -19,13 +20,13 @@ const OPEN = 1;
 const FATAL_CLOSE_CODES = new Set([1008, 1009]);
 
 /**
- * What the socket needs of a watched stream (a Task or Workflow handle).
- * @typedef {object} Stream
- * @property {string} id        the stream id: a task id or a workflow id
+ * What the socket needs of a watched handle (a Task or Workflow).
+ * @typedef {object} Watched
+ * @property {string} id        the id subscribed to: a task id or a workflow id
  * @property {string | null} token
- * @property {number} lastSeq   the newest seq the stream has delivered
- * @property {(frame: Record<string, any>) => void} _deliver  one event frame of this stream
- * @property {(error: Error) => void} _fail  the stream can no longer be watched
+ * @property {number} lastSeq   the newest seq the handle has delivered
+ * @property {(frame: Record<string, any>) => void} _deliver  one frame for it (an event or a stream chunk)
+ * @property {(error: Error) => void} _fail  the handle can no longer watch
  */
 
 /**
@@ -45,7 +46,7 @@ export class MuxSocket {
     this.headers = headers;
     this.backoff = { ...BACKOFF_DEFAULTS, ...backoff };
     this.idleTimeout = idleTimeout;
-    /** @type {Map<string, Set<Stream>>} */
+    /** @type {Map<string, Set<Watched>>} */
     this._streams = new Map();
     /** @type {any} */
     this._ws = null;
@@ -63,7 +64,10 @@ export class MuxSocket {
     return this._ws !== null && this._ws.readyState === OPEN;
   }
 
-  /** Start delivering `stream`'s events to it (subscribing with since = stream.lastSeq). */
+  /**
+   * Start delivering frames of `stream.id` to `stream` (subscribing with since = stream.lastSeq).
+   * @param {Watched} stream
+   */
   watch(stream) {
     if (this._closed) throw new DOMException("svc-client: the client is closed", "AbortError");
     this._cancelIdle();
@@ -75,7 +79,10 @@ export class MuxSocket {
     else if (this.connected) this._subscribe(stream.id);
   }
 
-  /** Stop delivering to `stream`; unsubscribe when it was the last watcher of its id. */
+  /**
+   * Stop delivering to `stream`; unsubscribe when it was the last watcher of its id.
+   * @param {Watched} stream
+   */
   unwatch(stream) {
     const watchers = this._streams.get(stream.id);
     if (!watchers || !watchers.delete(stream)) return;
@@ -86,7 +93,7 @@ export class MuxSocket {
     if (this._streams.size === 0) this._scheduleIdle();
   }
 
-  /** Close for good: every watched stream fails with `error`, and no reconnect follows. */
+  /** Close for good: every watched handle fails with `error`, and no reconnect follows. */
   close(error) {
     this._closed = true;
     const streams = this._allStreams();
@@ -151,8 +158,8 @@ export class MuxSocket {
       if (this._streams.size === 0) this._scheduleIdle();
       return;
     }
-    // A workflow step's copy carries its own task_id (the step's) and step_seq: it belongs to the
-    // workflow's stream. Every other event belongs to its task_id's stream.
+    // A workflow step's copy (an event or a stream chunk) carries its own task_id (the step's) and
+    // step_seq: it belongs to the workflow's handles. Every other frame belongs to its task_id's.
     const id = frame.step_seq != null ? frame.workflow_id : frame.task_id;
     const watchers = this._streams.get(id);
     if (!watchers) return; // in flight after an unsubscribe
@@ -215,7 +222,7 @@ export class MuxSocket {
     }
   }
 
-  /** @returns {Stream[]} */
+  /** @returns {Watched[]} */
   _allStreams() {
     return [...this._streams.values()].flatMap((watchers) => [...watchers]);
   }

@@ -1,14 +1,17 @@
 /**
- * Handles for one task's (or one workflow's) event stream: listeners, result(), events(), cancel().
+ * Handles for one task (or one workflow): its events and its streams' chunks, listeners, result(),
+ * events(), stream(), text(), cancel().
  *
- * A handle starts watching on the first `on()`, `result()` or `events()` and keeps watching until its
- * terminal event (or `unwatch()`): a terminal event settles `result()` even if it arrived before anyone
- * asked. Events reach listeners once each, in seq order; anything at or below the last seq seen is
- * dropped (that is what makes reconnects seamless).
+ * A handle starts watching on the first `on()`, `result()`, `events()`, `stream()` or `text()` and keeps
+ * watching until its terminal event (or `unwatch()`): a terminal event settles `result()` even if it
+ * arrived before anyone asked. Events and stream chunks share the task's seq; each frame reaches
+ * listeners once, in seq order, and anything at or below the last seq seen is dropped (that is what
+ * makes reconnects seamless, for chunks as for events).
  * @module
  */
 
 import { abortReason, errorForEvent } from "./errors.js";
+import { DEFAULT_STREAM, StreamBuffer, chunkOf, isStreamFrame, textOf } from "./streams.js";
 
 export const TERMINAL_STATES = Object.freeze(["SUCCESS", "FAILURE", "REVOKED"]);
 const TERMINAL = new Set(TERMINAL_STATES);
@@ -16,13 +19,18 @@ const TERMINAL = new Set(TERMINAL_STATES);
 /**
  * What a handle needs of its Client (kept narrow so the two cannot tangle).
  * @typedef {object} Owner
- * @property {(stream: Task) => void} watch
- * @property {(stream: Task) => void} unwatch
+ * @property {(handle: Task) => void} watch
+ * @property {(handle: Task) => void} unwatch
  * @property {(method: string, path: string, init?: {query?: Record<string, unknown>}) => Promise<any>} request
  *   one HTTP call; `path` is a route ("/tasks/{id}") that the Client puts under its baseUrl
  */
 
-/** One task: its id, token and state, its events, its result. */
+/**
+ * The outcome of a handle's terminal event.
+ * @typedef {{ok: true, value: unknown} | {ok: false, error: Error}} Outcome
+ */
+
+/** One task: its id, token and state, its events, its streams, its result. */
 export class Task {
   /**
    * @param {Owner} owner
@@ -38,16 +46,17 @@ export class Task {
     this.token = token ?? null;
     /** The task name, when known. @type {string | null} */
     this.name = name;
-    /** The state of the newest event of this stream's own id. @type {string} */
+    /** The state of the newest event of the handle's own id (never changed by stream chunks). @type {string} */
     this.state = state;
-    /** The newest seq delivered (0 before any). @type {number} */
+    /** The newest seq delivered, of an event or a stream chunk (0 before any). @type {number} */
     this.lastSeq = 0;
-    /** The newest event delivered, or null. @type {any} */
+    /** The newest event delivered (never a stream chunk), or null. @type {any} */
     this.latest = null;
-    /** Every event delivered so far, in seq order (events() replays it). @type {any[]} */
+    /** Every event delivered so far, in seq order (events() replays it; chunks are kept apart). @type {any[]} */
     this.history = [];
+    /** @private */ this._streams = new StreamBuffer();
     /** @private @type {Map<string, Set<Function>>} */ this._listeners = new Map();
-    /** @private @type {{ok: boolean, value?: unknown, error?: Error} | null} */ this._outcome = null;
+    /** @private @type {Outcome | null} */ this._outcome = null;
     /** @private @type {Set<{resolve: Function, reject: Function}>} */ this._waiters = new Set();
     /** @private @type {Set<() => void>} */ this._wakers = new Set();
     /** @private @type {Error | null} */ this._failure = null;
@@ -59,10 +68,16 @@ export class Task {
     return this._outcome !== null;
   }
 
+  /** The names of the streams this handle has received chunks of, in the order they first appeared. */
+  get streamNames() {
+    return this._streams.names();
+  }
+
   /**
    * Call `listener` for every "event", every "progress" event, every "state" change
-   * (`(state, event)`), or an "error" (the stream can no longer be watched). Starts watching.
-   * @param {"event" | "progress" | "state" | "error"} type
+   * (`(state, event)`), every "stream" chunk (a StreamChunk, any stream), or an "error" (the handle can
+   * no longer watch). Starts watching. Stream chunks never reach "event" listeners.
+   * @param {"event" | "progress" | "state" | "stream" | "error"} type
    * @param {Function} listener
    * @returns {() => void} removes the listener
    */
@@ -81,64 +96,58 @@ export class Task {
    * @param {{signal?: AbortSignal, timeout?: number}} [options]
    * @returns {Promise<any>}
    */
-  result({ signal, timeout } = {}) {
-    if (this._outcome) {
-      return this._outcome.ok ? Promise.resolve(this._outcome.value) : Promise.reject(this._outcome.error);
-    }
-    if (signal?.aborted) return Promise.reject(abortReason(signal));
-    return new Promise((resolve, reject) => {
-      this._watch(); // throws (so rejects) once the client is closed
-      /** @type {ReturnType<typeof setTimeout> | undefined} */
-      let timer;
-      const onAbort = () => finish(reject, abortReason(signal));
-      const waiter = {
-        resolve: (/** @type {unknown} */ value) => finish(resolve, value),
-        reject: (/** @type {unknown} */ error) => finish(reject, error),
-      };
-      /** @param {Function} settle @param {unknown} value */
-      const finish = (settle, value) => {
-        this._waiters.delete(waiter);
-        signal?.removeEventListener("abort", onAbort);
-        clearTimeout(timer);
-        settle(value);
-      };
-      this._waiters.add(waiter);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      if (timeout != null) {
-        const message = `no terminal event for task ${this.id} within ${timeout} ms`;
-        timer = setTimeout(() => finish(reject, new DOMException(message, "TimeoutError")), timeout);
-      }
-    });
+  async result(options = {}) {
+    const outcome = await this._settled(options);
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
   }
 
   /**
-   * Every event of the stream with seq > `since` (default: all, replaying those already received), in
-   * seq order; ends after the terminal event. Throws if the stream can no longer be watched.
-   * @param {{since?: number}} [options]
+   * The text of stream `name` once the task has ended, whatever its end (SUCCESS, FAILURE or REVOKED:
+   * a failed task's partial output is still given; `result()` is where the failure surfaces): the
+   * stream's chunks concatenated in seq order, strings as they are and other values as their JSON.
+   * Chunks the server cut before they reached this handle are missing (see `chunks()` and a chunk's
+   * `recovered`). Rejects as `result()` does when the handle cannot watch, on abort, or after `timeout` ms.
+   * @param {string} [name]  default "output"
+   * @param {{signal?: AbortSignal, timeout?: number}} [options]
+   * @returns {Promise<string>}
+   */
+  async text(name = DEFAULT_STREAM, options = {}) {
+    await this._settled(options);
+    return textOf(this._streams.of(name));
+  }
+
+  /**
+   * The chunks of stream `name` received so far, in seq order (a copy; empty before the first).
+   * @param {string} [name]  default "output"
+   * @returns {import("./streams.js").StreamChunk[]}
+   */
+  chunks(name = DEFAULT_STREAM) {
+    return [...this._streams.of(name)];
+  }
+
+  /**
+   * Every chunk's `data` of stream `name`, in seq order, starting with those received before the
+   * iterator was made; ends normally when the task ends (whatever its end: `result()` says how) or on
+   * `unwatch()`. Throws if the handle can no longer watch, or the signal's reason on abort.
+   * @param {string} [name]  default "output"
+   * @param {{signal?: AbortSignal}} [options]
+   * @returns {AsyncGenerator<unknown, void, undefined>}
+   */
+  async *stream(name = DEFAULT_STREAM, { signal } = {}) {
+    for await (const chunk of this._follow(() => this._streams.of(name), signal)) yield chunk.data;
+  }
+
+  /**
+   * Every event of the task with seq > `since` (default: all, replaying those already received), in
+   * seq order; ends after the terminal event. Stream chunks are not events: see stream().
+   * Throws if the handle can no longer watch, or the signal's reason on abort.
+   * @param {{since?: number, signal?: AbortSignal}} [options]
    * @returns {AsyncGenerator<any, void, undefined>}
    */
-  async *events({ since = 0 } = {}) {
-    let index = 0;
-    /** @type {(() => void) | null} */
-    let wake = null;
-    const waker = () => wake?.();
-    this._wakers.add(waker);
-    const failureBefore = this._failure;
-    try {
-      this._watch();
-      for (;;) {
-        while (index < this.history.length) {
-          const event = this.history[index++];
-          if (event.seq > since || event.recovered === false) yield event;
-        }
-        if (this._outcome) return;
-        if (this._failure && this._failure !== failureBefore) throw this._failure;
-        if (!this._watching) return; // unwatch()
-        await new Promise((resolve) => (wake = /** @type {() => void} */ (resolve)));
-        wake = null;
-      }
-    } finally {
-      this._wakers.delete(waker);
+  async *events({ since = 0, signal } = {}) {
+    for await (const event of this._follow(() => this.history, signal)) {
+      if (event.seq > since || event.recovered === false) yield event;
     }
   }
 
@@ -159,7 +168,7 @@ export class Task {
     });
   }
 
-  /** Stop watching: pending result() calls reject with an AbortError; events() iterators end. */
+  /** Stop watching: pending result() and text() calls reject with an AbortError; iterators end. */
   unwatch() {
     if (!this._watching) return;
     this._watching = false;
@@ -176,11 +185,91 @@ export class Task {
   }
 
   /**
-   * One frame of this stream, from the socket. Drops what was already seen.
-   * @param {Record<string, any>} event
+   * The outcome once the terminal event is delivered (at once if it was); rejects when the handle
+   * cannot watch, on abort, or with a DOMException "TimeoutError" after `timeout` ms.
+   * @private
+   * @param {{signal?: AbortSignal, timeout?: number}} options
+   * @returns {Promise<Outcome>}
    */
-  _deliver(event) {
+  _settled({ signal, timeout }) {
+    if (this._outcome) return Promise.resolve(this._outcome);
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    return new Promise((resolve, reject) => {
+      this._watch(); // throws (so rejects) once the client is closed
+      /** @type {ReturnType<typeof setTimeout> | undefined} */
+      let timer;
+      const onAbort = () => finish(reject, abortReason(signal));
+      const waiter = {
+        resolve: (/** @type {Outcome} */ outcome) => finish(resolve, outcome),
+        reject: (/** @type {unknown} */ error) => finish(reject, error),
+      };
+      /** @param {Function} settle @param {unknown} value */
+      const finish = (settle, value) => {
+        this._waiters.delete(waiter);
+        signal?.removeEventListener("abort", onAbort);
+        clearTimeout(timer);
+        settle(value);
+      };
+      this._waiters.add(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeout != null) {
+        const message = `no terminal event for task ${this.id} within ${timeout} ms`;
+        timer = setTimeout(() => finish(reject, new DOMException(message, "TimeoutError")), timeout);
+      }
+    });
+  }
+
+  /**
+   * Each item of the growing list `items()` once, in order, from its start; ends at the terminal
+   * event or on unwatch(); throws a failure that happened after it began, or the signal's reason.
+   * @private
+   * @template T
+   * @param {() => readonly T[]} items
+   * @param {AbortSignal} [signal]
+   * @returns {AsyncGenerator<T, void, undefined>}
+   */
+  async *_follow(items, signal) {
+    let index = 0;
+    /** @type {(() => void) | null} */
+    let wake = null;
+    const waker = () => wake?.();
+    this._wakers.add(waker);
+    signal?.addEventListener("abort", waker);
+    const failureBefore = this._failure;
+    try {
+      this._watch();
+      for (;;) {
+        if (signal?.aborted) throw abortReason(signal);
+        const list = items();
+        if (index < list.length) {
+          yield list[index++];
+          continue;
+        }
+        if (this._outcome) return;
+        if (this._failure && this._failure !== failureBefore) throw this._failure;
+        if (!this._watching) return; // unwatch()
+        await new Promise((resolve) => (wake = /** @type {() => void} */ (resolve)));
+        wake = null;
+      }
+    } finally {
+      this._wakers.delete(waker);
+      signal?.removeEventListener("abort", waker);
+    }
+  }
+
+  /**
+   * One frame for this handle, from the socket: an event or a stream chunk. Drops what was already
+   * seen, and frames of a kind this SDK does not know.
+   * @param {Record<string, any>} frame
+   */
+  _deliver(frame) {
     if (this._outcome) return;
+    if (isStreamFrame(frame)) this._deliverChunk(frame);
+    else if (frame.op == null) this._deliverEvent(frame);
+  }
+
+  /** @private @param {Record<string, any>} event */
+  _deliverEvent(event) {
     const seq = typeof event.seq === "number" ? event.seq : 0;
     // "recovered": false says the history no longer reaches back to what we saw: the server sends
     // its newest snapshot (possibly seq 0 from the result backend), which starts a new baseline.
@@ -198,8 +287,20 @@ export class Task {
     this._wakeIterators();
   }
 
+  /** @private @param {Record<string, any>} frame */
+  _deliverChunk(frame) {
+    // A chunk always carries its own seq (chunks are never coalesced or replaced by a snapshot), so
+    // one at or below the last seq was delivered already, even if it says "recovered": false.
+    if (typeof frame.seq !== "number" || frame.seq <= this.lastSeq) return;
+    this.lastSeq = frame.seq;
+    const chunk = chunkOf(frame);
+    this._streams.add(chunk);
+    this._emit("stream", chunk);
+    this._wakeIterators();
+  }
+
   /**
-   * The stream cannot be watched any more (refused subscription, 1008, client closed).
+   * The handle cannot watch any more (refused subscription, 1008, client closed).
    * @param {Error} error
    */
   _fail(error) {
@@ -212,7 +313,7 @@ export class Task {
   }
 
   /**
-   * Whether an event is this stream's own (a workflow's step copies are not).
+   * Whether an event is the handle's own (a workflow's step copies are not).
    * @param {Record<string, any>} event
    */
   _isOwnEvent(event) {
@@ -225,10 +326,7 @@ export class Task {
     this._outcome = error ? { ok: false, error } : { ok: true, value: event.result };
     this._watching = false;
     this._owner.unwatch(this);
-    for (const waiter of [...this._waiters]) {
-      if (error) waiter.reject(error);
-      else waiter.resolve(event.result);
-    }
+    for (const waiter of [...this._waiters]) waiter.resolve(this._outcome);
   }
 
   /** @private @param {unknown} error */
@@ -256,7 +354,10 @@ export class Task {
   }
 }
 
-/** A chain, group or chord: a Task handle over the workflow's stream, plus its steps' ids. */
+/**
+ * A chain, group or chord: a Task handle over the workflow's frames (every step's events and stream
+ * chunks, with `step`), plus its steps' ids.
+ */
 export class Workflow extends Task {
   /**
    * @param {Owner} owner

@@ -1,5 +1,6 @@
 // The demo page (GET /demo, importing the SDK from /sdk) in Debian's headless Chromium against real
-// processes: a count_to runs to 100% and SUCCESS, a fail shows its error; a screenshot is saved.
+// processes: a count_to runs to 100% and SUCCESS, a fail shows its error, a stream_text grows word by
+// word and survives a reload; the dashboard's detail shows a task's stream; screenshots are saved.
 
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
@@ -11,6 +12,8 @@ import { REPO_ROOT, Stack } from "./harness.js";
 const CHROMIUM = process.env.SVC_TEST_CHROMIUM ?? "/usr/bin/chromium";
 const ARTIFACTS = join(REPO_ROOT, "tests", "artifacts");
 const skip = existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (apt-get install chromium)`;
+
+const sleep = (/** @type {number} */ ms) => new Promise((done) => setTimeout(done, ms));
 
 /** @type {Stack} */ let stack;
 /** @type {import("playwright-core").Browser} */ let browser;
@@ -98,5 +101,94 @@ test("with auth on, the demo page asks for the key, keeps it, and watches with t
   } finally {
     await page.close();
     await api.stop();
+  }
+});
+
+test("the demo's Stream text card grows word by word, and after a reload mid-stream shows the whole text once", { skip, timeout: 90_000 }, async () => {
+  const words = 40;
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  /** @type {string[]} */ const problems = [];
+  page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+  page.on("console", (message) => message.type() === "error" && problems.push(`console: ${message.text()}`));
+  try {
+    await page.goto(`${stack.baseUrl}/demo`);
+    await page.fill("#stream-words", String(words));
+    await page.fill("#stream-delay", "0.1");
+    await page.click("#stream-submit");
+    const card = page.locator('.task[data-task-name="stream_text"]').first();
+    await card.waitFor({ timeout: 10_000 });
+    const taskId = await card.getAttribute("data-task-id");
+    assert.match(taskId ?? "", /^[0-9a-f-]{36}$/);
+
+    // The text grows while the task runs: sample it until three different lengths were seen.
+    const box = card.locator('[data-testid="stream-text"]');
+    /** @type {Set<number>} */ const lengths = new Set();
+    const deadline = Date.now() + 20_000;
+    while (lengths.size < 3 && Date.now() < deadline) {
+      const length = (await box.textContent())?.length ?? 0;
+      if (length > 0) lengths.add(length);
+      await sleep(40);
+    }
+    assert.ok(lengths.size >= 3, `the text grew through ${[...lengths]}`);
+    const before = Number(await box.getAttribute("data-chunks"));
+    assert.ok(before > 0 && before < words, `reloading mid-stream (${before} of ${words} chunks shown)`);
+    assert.equal(await card.locator('[data-testid="state"]').textContent(), "STARTED");
+
+    await page.reload();
+    const again = page.locator(`.task[data-task-id="${taskId}"]`);
+    await again.waitFor({ timeout: 10_000 });
+    assert.equal(await again.getAttribute("data-task-name"), "stream_text");
+    const result = again.locator('[data-testid="result"]');
+    await result.waitFor({ timeout: 30_000 });
+    const final = await (await fetch(`${stack.baseUrl}/tasks/${taskId}`)).json();
+    assert.equal(final.state, "SUCCESS");
+    assert.equal(await result.textContent(), final.result);
+    const shown = again.locator('[data-testid="stream-text"]');
+    assert.equal(await shown.textContent(), final.result, "the whole text, no gap, no duplicate");
+    assert.equal(await shown.getAttribute("data-chunks"), String(words), "each chunk once");
+    assert.equal(await again.locator('[data-testid="stream-gap"]').count(), 0);
+    assert.equal(await again.locator('[data-testid="state"]').textContent(), "SUCCESS");
+    assert.equal(await page.evaluate(() => sessionStorage.getItem("svc-demo-running")), null, "an ended task is forgotten");
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, "demo-stream.png"), fullPage: true });
+    assert.deepEqual(problems, []);
+  } finally {
+    await page.close();
+  }
+});
+
+test("the dashboard's task detail shows a stream_text's text growing live", { skip, timeout: 90_000 }, async () => {
+  const words = 30;
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  /** @type {string[]} */ const problems = [];
+  page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+  try {
+    await page.goto(`${stack.baseUrl}/dashboard`);
+    await page.locator('[data-testid="connection"][data-status="live"]').waitFor({ timeout: 15_000 });
+    const submitted = await fetch(`${stack.baseUrl}/tasks/stream_text`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ kwargs: { words, delay: 0.1 } }),
+    });
+    const { task_id: taskId } = await submitted.json();
+    await page.evaluate((id) => /** @type {any} */ (window).__svcDashboard.select(id), taskId);
+    const box = page.locator('#detail [data-testid="detail-stream"][data-stream="output"]');
+    await box.waitFor({ timeout: 20_000 });
+    const partial = Number(await box.getAttribute("data-chunks"));
+    await page.locator(`#detail[data-state="SUCCESS"]`).waitFor({ timeout: 30_000 });
+    await page.waitForFunction(
+      (n) => document.querySelector('#detail [data-testid="detail-stream"]')?.getAttribute("data-chunks") === String(n),
+      words,
+      { timeout: 10_000 },
+    );
+    const final = await (await fetch(`${stack.baseUrl}/tasks/${taskId}`)).json();
+    assert.equal(await box.textContent(), final.result);
+    assert.ok(partial < words, `the text was shown while it grew (${partial} of ${words} chunks at first sight)`);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, "dashboard-stream.png") });
+    assert.deepEqual(problems, []);
+  } finally {
+    await page.close();
   }
 });

@@ -1,5 +1,6 @@
 // Reconnects against real processes: the API is killed (or shut down) mid-task and started again on
-// the same port; the SDK resubscribes with since = last seq and callers see every event exactly once.
+// the same port; the SDK resubscribes with since = last seq and callers see every event (and every
+// stream chunk) exactly once.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -64,4 +65,30 @@ test("after a graceful API shutdown (close 1001) the SDK reconnects the same way
   const { events, sockets } = await countThrough(() => stack.restartApi({ kill: "SIGTERM" }));
   assert.ok(sockets >= 2, `reconnected (${sockets} sockets)`);
   assertEveryEventOnce(events);
+});
+
+test("after the API is SIGKILLed mid-stream and restarted, the text arrives whole, each chunk once, in order", T, async () => {
+  const { WebSocket: Counting, instances } = countingWebSocket(WebSocket);
+  const client = new Client({ baseUrl: stack.baseUrl, WebSocket: Counting, backoff: { base: 100, cap: 1000 } });
+  try {
+    const words = 80;
+    const task = await client.submit("stream_text", { kwargs: { words, delay: 0.05 } });
+    /** @type {number[]} */ const seen = [];
+    /** @type {() => void} */ let tenth = () => {};
+    const tenthSeen = new Promise((done) => (tenth = /** @type {() => void} */ (done)));
+    task.on("stream", (chunk) => {
+      seen.push(chunk.seq);
+      if (seen.length === 10) tenth();
+    });
+    const text = task.text("output", { timeout: 60_000 });
+    await tenthSeen;
+    await stack.restartApi({ kill: "SIGKILL" });
+    const [whole, result] = await Promise.all([text, task.result({ timeout: 60_000 })]);
+    assert.equal(whole, result);
+    assert.equal(seen.length, words, "every word once");
+    assert.ok(seen.every((seq, i) => i === 0 || seq > seen[i - 1]), `in order: ${seen}`);
+    assert.ok(instances.length >= 2, `reconnected (${instances.length} sockets)`);
+  } finally {
+    client.close();
+  }
 });

@@ -1,5 +1,5 @@
 // The SDK against real svc processes (redis-server, a Celery worker, the API): submit, progress,
-// failures, cancel, one shared socket, HTTP errors (also with auth on), workflows.
+// failures, cancel, one shared socket, HTTP errors (also with auth on), workflows, streams.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -236,5 +236,120 @@ describe("workflows", () => {
       group: [{ task: "add", args: [1, 1] }, { task: "add", args: [2, 2] }, { task: "add", args: [3, 3] }],
     });
     assert.deepEqual(await wf.result({ timeout: 30_000 }), [2, 4, 6]);
+  });
+});
+
+describe("streams", () => {
+  /**
+   * Check what stream_text(words) sent: `words` chunks, each a word and its space (the last without),
+   * in strictly increasing seq.
+   * @param {import("../src/index.js").StreamChunk[]} chunks @param {number} words
+   */
+  function assertWords(chunks, words) {
+    assert.equal(chunks.length, words, `${words} chunks, one a word`);
+    assert.ok(chunks.every((c) => c.stream === "output" && typeof c.data === "string"));
+    assert.ok(chunks.slice(0, -1).every((c) => /^\S+ $/.test(/** @type {string} */ (c.data))), "a word and its space");
+    assert.match(/** @type {string} */ (chunks.at(-1)?.data), /^\S+$/, "the last word has no space");
+    const seqs = chunks.map((c) => c.seq);
+    assert.ok(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]), `increasing seqs ${seqs}`);
+  }
+
+  test("stream_text(40) gives every chunk once, in order, between its events; text() equals result()", T, async () => {
+    const task = await client.submit("stream_text", { kwargs: { words: 40, delay: 0.01 } });
+    /** @type {any[]} */ const frames = [];
+    task.on("event", (ev) => frames.push(["event", ev.seq, ev.state]));
+    task.on("stream", (c) => frames.push(["stream", c.seq, c.data]));
+    /** @type {unknown[]} */ const iterated = [];
+    const iterating = (async () => {
+      for await (const data of task.stream("output")) iterated.push(data);
+    })();
+    const [text, result] = await Promise.all([task.text("output", { timeout: 30_000 }), task.result({ timeout: 30_000 })]);
+    await iterating;
+    assert.equal(typeof result, "string");
+    assert.equal(text, result);
+    assertWords(task.chunks(), 40);
+    assert.deepEqual(iterated, task.chunks().map((c) => c.data), "stream() yields every chunk's data, then ends");
+    const seqs = frames.map(([, seq]) => seq);
+    assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), "events and chunks share one contiguous seq");
+    const started = frames.findIndex(([kind, , state]) => kind === "event" && state === "STARTED");
+    const firstChunk = frames.findIndex(([kind]) => kind === "stream");
+    assert.ok(started >= 0 && started < firstChunk, "chunks come after STARTED");
+    const [lastKind, , lastState] = frames.at(-1);
+    assert.deepEqual([lastKind, lastState], ["event", "SUCCESS"], "SUCCESS comes last");
+    assert.equal(task.state, "SUCCESS");
+    assert.deepEqual(task.streamNames, ["output"]);
+  });
+
+  test("a handle made after the task ended replays the whole stream from the server's history", T, async () => {
+    const submitted = await client.submit("stream_text", { kwargs: { words: 12, delay: 0 } });
+    const expected = await submitted.result({ timeout: 30_000 });
+    const other = new Client({ baseUrl: stack.baseUrl, WebSocket });
+    try {
+      const late = other.task(submitted.id, submitted.token);
+      assert.equal(await late.text("output", { timeout: 20_000 }), expected);
+      assertWords(late.chunks(), 12);
+      assert.deepEqual(late.chunks().map((c) => c.seq), submitted.chunks().map((c) => c.seq));
+    } finally {
+      other.close();
+    }
+  });
+
+  test("a connection dropped mid-stream, twice, still gives the whole text, each chunk once, in order", T, async () => {
+    /** @type {any[]} */ const sockets = [];
+    /** @type {[number, number][]} */ const wire = []; // [socket index, seq] of every stream frame received
+    class Recording extends WebSocket {
+      /** @param {...any} args */
+      constructor(...args) {
+        // @ts-ignore ws's constructor overloads
+        super(...args);
+        const index = sockets.push(this) - 1;
+        this.addEventListener("message", (/** @type {any} */ message) => {
+          const frame = JSON.parse(String(message.data));
+          if (frame.op === "stream") wire.push([index, frame.seq]);
+        });
+      }
+    }
+    const dropping = new Client({ baseUrl: stack.baseUrl, WebSocket: Recording, backoff: { base: 20, cap: 100 } });
+    try {
+      const words = 60;
+      const task = await dropping.submit("stream_text", { kwargs: { words, delay: 0.02 } });
+      /** @type {number[]} */ const seen = [];
+      /** @type {number[]} */ const droppedAt = [];
+      task.on("stream", (c) => {
+        seen.push(c.seq);
+        if (seen.length === 10 || seen.length === 30) {
+          droppedAt.push(seen.length);
+          sockets.at(-1).terminate(); // no close frame: the client sees 1006, as on a network failure
+        }
+      });
+      const [text, result] = await Promise.all([task.text("output", { timeout: 45_000 }), task.result({ timeout: 45_000 })]);
+      assert.equal(text, result);
+      assertWords(task.chunks(), words);
+      assert.deepEqual(seen, task.chunks().map((c) => c.seq), "each chunk once, in order");
+      assert.deepEqual(droppedAt, [10, 30]);
+      assert.ok(sockets.length >= 3, `reconnected twice (${sockets.length} sockets)`);
+      const afterDrops = wire.filter(([index]) => index >= 2).length;
+      assert.ok(afterDrops > 0, "chunks kept coming on the third connection: the drops were mid-stream");
+    } finally {
+      dropping.close();
+    }
+  });
+
+  test("a group of two stream_text steps: the workflow's handle gets each step's chunks, with its id and index", T, async () => {
+    const wf = await client.workflow({
+      group: [{ task: "stream_text", kwargs: { words: 5, delay: 0.01 } }, { task: "stream_text", kwargs: { words: 7, delay: 0.01 } }],
+    });
+    /** @type {import("../src/index.js").StreamChunk[]} */ const chunks = [];
+    wf.on("stream", (c) => chunks.push(c));
+    const results = /** @type {string[]} */ (await wf.result({ timeout: 30_000 }));
+    assert.equal(results.length, 2);
+    for (const [step, words] of [[0, 5], [1, 7]]) {
+      const mine = chunks.filter((c) => c.step === step);
+      assert.ok(mine.every((c) => c.taskId === wf.taskIds[step] && typeof c.stepSeq === "number"), `step ${step}'s chunks`);
+      assertWords(mine, words);
+      assert.equal(mine.map((c) => c.data).join(""), results[step]);
+    }
+    assert.equal(chunks.length, 12);
+    assert.equal((await wf.text()).length, results[0].length + results[1].length);
   });
 });

@@ -399,3 +399,209 @@ describe("a base URL with a path (svc mounted under a prefix)", () => {
     assert.throws(() => new Client({ fetch, WebSocket: FakeWebSocket }), /baseUrl is required outside a browser page/);
   });
 });
+
+const chunk = (/** @type {string} */ id, /** @type {number} */ seq, /** @type {unknown} */ data, extra = {}) => ({
+  seq, op: "stream", task_id: id, stream: "output", data, ...extra,
+});
+
+describe("streams (in-memory server)", () => {
+  test("chunks interleave with events in seq order, reach only 'stream' listeners, and leave state alone", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    /** @type {any[]} */ const order = [];
+    task.on("event", (ev) => order.push(["event", ev.seq, ev.state]));
+    task.on("stream", (c) => order.push(["stream", c.seq, c.data]));
+    /** @type {string[]} */ const states = [];
+    task.on("state", (state) => states.push(state));
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(event("a", 1, "STARTED"));
+    ws.receive(chunk("a", 2, "Hello "));
+    assert.equal(task.state, "STARTED", "a chunk has no state and changes none");
+    assert.equal(task.done, false);
+    ws.receive(chunk("a", 3, "world"));
+    assert.equal(task.lastSeq, 3, "chunks advance the handle's seq");
+    assert.equal(task.latest.seq, 1, "latest is the newest event, never a chunk");
+    ws.receive(event("a", 4, "SUCCESS", { result: "Hello world" }));
+    assert.equal(await task.result(), "Hello world");
+    assert.deepEqual(order, [
+      ["event", 1, "STARTED"], ["stream", 2, "Hello "], ["stream", 3, "world"], ["event", 4, "SUCCESS"],
+    ]);
+    assert.deepEqual(states, ["STARTED", "SUCCESS"]);
+    assert.deepEqual(task.history.map((ev) => ev.seq), [1, 4], "history holds events only");
+    assert.deepEqual(task.chunks(), [
+      { stream: "output", data: "Hello ", seq: 2, taskId: "a" },
+      { stream: "output", data: "world", seq: 3, taskId: "a" },
+    ]);
+  });
+
+  test("after a drop, the resubscribe's since covers chunks and every chunk arrives once, in order", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    /** @type {number[]} */ const seen = [];
+    task.on("stream", (c) => seen.push(c.seq));
+    const [first] = FakeWebSocket.instances;
+    first.open();
+    first.receive(event("a", 1, "STARTED"));
+    first.receive(chunk("a", 2, "one "));
+    first.receive(chunk("a", 3, "two "));
+    first.receive(chunk("a", 3, "two ")); // a duplicate on the same connection
+    first.drop(1013, "try again later");
+    await until(() => FakeWebSocket.instances.length === 2);
+    const second = FakeWebSocket.instances[1];
+    second.open();
+    assert.deepEqual(second.sent, [{ op: "subscribe", task_id: "a", token: "t", since: 3 }]);
+    // a server that replays a little too much: what is at or below since is dropped
+    second.receive(chunk("a", 2, "one "));
+    second.receive(chunk("a", 3, "two ", { recovered: false }));
+    second.receive(chunk("a", 4, "three"));
+    second.receive(event("a", 5, "SUCCESS", { result: "one two three" }));
+    assert.equal(await task.text(), "one two three");
+    assert.equal(await task.text(), await task.result());
+    assert.deepEqual(seen, [2, 3, 4]);
+  });
+
+  test("text() concatenates one stream's chunks (others apart, non-strings as JSON) and resolves at any end", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    const text = task.text();
+    const log = task.text("log");
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(chunk("a", 1, "n="));
+    ws.receive(chunk("a", 2, "line 1\n", { stream: "log" }));
+    ws.receive(chunk("a", 3, 42));
+    ws.receive(chunk("a", 4, { k: [1, null] }));
+    ws.receive(chunk("a", 5, "line 2\n", { stream: "log" }));
+    let settled = false;
+    text.then(() => (settled = true));
+    await new Promise((done) => setTimeout(done, 5));
+    assert.equal(settled, false, "text() waits for the task's end");
+    ws.receive(event("a", 6, "FAILURE", { error: { type: "ValueError", message: "late" } }));
+    assert.equal(await text, 'n=42{"k":[1,null]}');
+    assert.equal(await log, "line 1\nline 2\n");
+    assert.deepEqual(task.streamNames, ["output", "log"]);
+    assert.equal(await task.text("nothing"), "", "a stream that never wrote is empty");
+    await assert.rejects(task.result(), TaskFailedError, "the failure surfaces in result()");
+  });
+
+  test("text() honours a timeout and an AbortSignal, and rejects when the handle cannot watch", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    await assert.rejects(task.text("output", { timeout: 5 }), { name: "TimeoutError" });
+    const controller = new AbortController();
+    const aborted = task.text("output", { signal: controller.signal });
+    controller.abort();
+    await assert.rejects(aborted, { name: "AbortError" });
+    const refused = task.text();
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive({ op: "error", task_id: "a", detail: "no" });
+    await assert.rejects(refused, SubscriptionError);
+  });
+
+  test("stream() yields chunks that came before it, then live ones, and ends at the terminal event", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    task.on("event", () => {});
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(chunk("a", 1, "early "));
+    ws.receive(chunk("a", 2, "other", { stream: "log" }));
+    ws.receive(chunk("a", 3, "bird "));
+    /** @type {unknown[]} */ const got = [];
+    const reading = (async () => {
+      for await (const data of task.stream("output")) {
+        got.push(data);
+        if (got.length === 2) ws.receive(chunk("a", 4, "gets"));
+        if (got.length === 3) ws.receive(event("a", 5, "REVOKED", { error: { type: "TaskRevokedError", message: "revoked" } }));
+      }
+    })();
+    await reading;
+    assert.deepEqual(got, ["early ", "bird ", "gets"]);
+    /** @type {unknown[]} */ const late = [];
+    for await (const data of task.stream()) late.push(data);
+    assert.deepEqual(late, got, "an iterator made after the end replays the whole stream and ends");
+    /** @type {unknown[]} */ const log = [];
+    for await (const data of task.stream("log")) log.push(data);
+    assert.deepEqual(log, ["other"]);
+  });
+
+  test("stream() waits for its first chunk, throws the signal's reason on abort, and ends on unwatch()", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    const controller = new AbortController();
+    /** @type {unknown[]} */ const got = [];
+    const aborted = (async () => {
+      for await (const data of task.stream("output", { signal: controller.signal })) {
+        got.push(data);
+        controller.abort();
+      }
+    })();
+    const ended = (async () => {
+      const all = [];
+      for await (const data of task.stream()) all.push(data);
+      return all;
+    })();
+    await until(() => FakeWebSocket.instances.length === 1);
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(chunk("a", 1, "x"));
+    ws.receive(chunk("a", 2, "y"));
+    await assert.rejects(aborted, { name: "AbortError" });
+    assert.deepEqual(got, ["x"], "nothing is yielded after the abort");
+    task.unwatch();
+    assert.deepEqual(await ended, ["x", "y"]);
+  });
+
+  test("a chunk with recovered: false is surfaced: the gap is on the chunk, and the text is what arrived", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    /** @type {any[]} */ const chunks = [];
+    task.on("stream", (c) => chunks.push(c));
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(chunk("a", 1, "a "));
+    ws.receive(chunk("a", 7, "g ", { recovered: false })); // 2..6 were cut by the server's cap
+    ws.receive(chunk("a", 8, "h"));
+    ws.receive(event("a", 9, "SUCCESS", { result: "a b c d e f g h" }));
+    assert.equal(chunks[0].recovered, undefined);
+    assert.equal(chunks[1].recovered, false);
+    assert.equal("recovered" in chunks[2], false);
+    assert.deepEqual(task.chunks().filter((c) => c.recovered === false).map((c) => c.seq), [7]);
+    assert.equal(await task.text(), "a g h");
+  });
+
+  test("a workflow's handle gets its steps' chunks with the step's id, index and own seq", T, async () => {
+    const client = fakeClient();
+    const wf = client.workflowHandle("wf", "tok", ["s0", "s1"]);
+    /** @type {any[]} */ const chunks = [];
+    wf.on("stream", (c) => chunks.push(c));
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive(event("wf", 1, "PENDING"));
+    ws.receive(chunk("s0", 2, "zero ", { workflow_id: "wf", step: 0, step_seq: 3 }));
+    ws.receive(chunk("s0", 9, "own stream")); // the step's own stream: not watched, dropped
+    ws.receive(chunk("s1", 3, "one", { workflow_id: "wf", step: 1, step_seq: 2 }));
+    ws.receive(event("wf", 4, "SUCCESS", { result: "done" }));
+    assert.equal(await wf.result(), "done");
+    assert.deepEqual(chunks, [
+      { stream: "output", data: "zero ", seq: 2, taskId: "s0", step: 0, stepSeq: 3 },
+      { stream: "output", data: "one", seq: 3, taskId: "s1", step: 1, stepSeq: 2 },
+    ]);
+    assert.equal(await wf.text(), "zero one");
+  });
+
+  test("a frame with an op this SDK does not know is neither an event nor a chunk", T, async () => {
+    const client = fakeClient();
+    const task = client.task("a", "t");
+    /** @type {any[]} */ const seen = [];
+    task.on("event", (ev) => seen.push(ev));
+    task.on("stream", (c) => seen.push(c));
+    const [ws] = FakeWebSocket.instances;
+    ws.open();
+    ws.receive({ op: "something-new", task_id: "a", seq: 5 });
+    assert.deepEqual(seen, []);
+    assert.equal(task.lastSeq, 0);
+  });
+});

@@ -15,7 +15,7 @@ import time
 
 from bench.common import ROOT
 
-BENCHMARKS = ["guard", "submit", "latency", "loop_lag", "fanout", "idle", "streams", "profiles"]
+BENCHMARKS = ["guard", "submit", "latency", "loop_lag", "fanout", "idle", "streams", "client", "profiles"]
 
 
 def main() -> None:

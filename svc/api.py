@@ -142,8 +142,17 @@ async def readyz(request: Request) -> Any:
 
 @router.get("/tasks", tags=["tasks"], dependencies=KeyRequired)
 async def catalogue(request: Request) -> dict[str, list[dict[str, Any]]]:
-    """The tasks that may be submitted, with their argument JSON schemas."""
-    return {"tasks": [task.catalogue_entry() for task in runtime_of(request).exposed.values()]}
+    """The tasks that may be submitted, with their argument JSON schemas and what their recent runs took
+    (``runtime``: p50 and p95 seconds from STARTED to the end, and how many runs, as this API process
+    saw them; null before any, or with SVC_MONITOR=false)."""
+    runtime = runtime_of(request)
+    monitor = runtime.monitor if runtime.settings.monitor else None
+    return {
+        "tasks": [
+            {**task.catalogue_entry(), "runtime": monitor.runtime_of(task.name) if monitor else None}
+            for task in runtime.exposed.values()
+        ]
+    }
 
 
 SUBMIT_BODY = {

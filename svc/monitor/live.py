@@ -131,6 +131,18 @@ class TaskStats:
         for old in [key for key in self.minutes if key <= minute - RATE_MINUTES]:
             del self.minutes[old]
 
+    def runtime(self) -> dict[str, float | int] | None:
+        """p50 and p95 of the recent runtimes (seconds, STARTED → SUCCESS/FAILURE) and how many runs
+        they are of; None before any."""
+        ordered = sorted(self.runtimes)
+        if not ordered:
+            return None
+        return {
+            "p50": ordered[len(ordered) // 2],
+            "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))],
+            "runs": len(ordered),
+        }
+
     def as_dict(self, now: float) -> dict[str, Any]:
         """Counts per minute (oldest first, the current minute last), totals, p50/p95 runtime."""
         current = int(now // 60)
@@ -139,12 +151,12 @@ class TaskStats:
             state: [self.minutes.get(minute, Counter())[state] for minute in window]
             for state in ("SUCCESS", "FAILURE", "RETRY")
         }
-        ordered = sorted(self.runtimes)
+        runtime = self.runtime()
         return {
             "per_minute": per_minute,
             "totals": dict(self.totals),
-            "p50": ordered[len(ordered) // 2] if ordered else None,
-            "p95": ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))] if ordered else None,
+            "p50": runtime["p50"] if runtime else None,
+            "p95": runtime["p95"] if runtime else None,
         }
 
 
@@ -361,6 +373,11 @@ class Monitor:
         return depth
 
     # views --------------------------------------------------------------------------------------
+
+    def runtime_of(self, name: str) -> dict[str, float | int] | None:
+        """What the recent runs of task ``name`` took (``TaskStats.runtime``), as far as this process saw."""
+        stats = self.stats.get(name)
+        return stats.runtime() if stats is not None else None
 
     def stats_view(self) -> dict[str, Any]:
         """Rates and runtimes per task name, queue depths, and workers."""

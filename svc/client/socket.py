@@ -1,0 +1,161 @@
+"""The Python client's one multiplexed WebSocket (``WS /ws``), shared by all its watched tasks.
+
+Opened when the first task is watched, closed once nothing has been watched for ``idle_timeout``
+seconds. Each watched handle is subscribed with its token and ``since`` (the newest seq it took); a
+lost connection (a network cut, an API restart, 1001 at a shutdown, 1013 for a reader too slow) is
+reopened after svc's one reconnect policy (svc.backoff: full jitter, capped) and every handle
+resubscribed from where it is, so that each event and chunk arrives once, in order. A handshake the
+server refuses for good (1008: a bad API key or origin) fails every handle instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from svc.backoff import Reconnects
+from svc.client.errors import SvcClientError
+
+if TYPE_CHECKING:
+    from svc.client.tasks import AsyncTask
+
+log = logging.getLogger("svc.client")
+REFUSED = 1008  # auth or origin: reconnecting cannot help
+MAX_FRAME = 64 * 2**20  # the largest frame taken from the server (a task's result can be big)
+
+
+class MuxSocket:
+    """Watches tasks over one connection; ``watch``/``unwatch`` never block."""
+
+    def __init__(
+        self, ws_url: str, headers: dict[str, str], idle_timeout: float, connect_timeout: float
+    ) -> None:
+        self.url = ws_url
+        self.headers = headers
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.watched: dict[str, AsyncTask] = {}
+        self.connections = 0  # connections opened so far (1 while nothing was lost)
+        self._connection: ClientConnection | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def watch(self, handle: AsyncTask) -> None:
+        """Deliver ``handle``'s frames to it from now on (subscribing at once if connected)."""
+        if self._closed:
+            handle.fail(SvcClientError("the client is closed"))
+            return
+        self.watched[handle.id] = handle
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name="svc-client-socket")
+        elif self._connection is not None:
+            self._send(
+                {"op": "subscribe", "task_id": handle.id, "token": handle.token, "since": handle.since}
+            )
+
+    def unwatch(self, handle: AsyncTask) -> None:
+        """Stop delivering ``handle``'s frames (unsubscribing if it has not ended)."""
+        if self.watched.get(handle.id) is handle:
+            del self.watched[handle.id]
+            if self._connection is not None and not handle.done:
+                self._send({"op": "unsubscribe", "task_id": handle.id})
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._closed = True
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await runner
+        for handle in list(self.watched.values()):
+            handle.fail(SvcClientError("the client is closed"))
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        connection = self._connection
+        if connection is not None:
+            task = asyncio.get_running_loop().create_task(connection.send(orjson.dumps(frame).decode()))
+            task.add_done_callback(_ignore_result)
+
+    async def _run(self) -> None:
+        reconnects = Reconnects()
+        while self.watched:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    connection = await websockets.connect(
+                        self.url, additional_headers=self.headers, max_size=MAX_FRAME, open_timeout=None
+                    )
+            except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+                if isinstance(exc, websockets.InvalidStatus) and exc.response.status_code in (401, 403):
+                    self._fail_all(SvcClientError(f"the server refused the WebSocket: {exc}"))
+                    return
+                await asyncio.sleep(reconnects.next_delay())
+                continue
+            self.connections += 1
+            reconnects.connected()
+            try:
+                await self._serve(connection)
+            except websockets.ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd is not None else None
+                if code == REFUSED:
+                    reason = closed.rcvd.reason if closed.rcvd is not None else ""
+                    self._fail_all(SvcClientError(f"the server refused the WebSocket (1008): {reason}"))
+                    return
+                log.info("event=client_socket_lost code=%s", code)
+            except OSError as exc:
+                log.info("event=client_socket_lost error=%r", exc)
+            finally:
+                self._connection = None
+                await connection.close()
+            if self.watched:
+                await asyncio.sleep(reconnects.next_delay())
+
+    async def _serve(self, connection: ClientConnection) -> None:
+        """Subscribe every watched handle, then route frames until nothing has been watched for
+        ``idle_timeout`` seconds (returns) or the connection is lost (raises)."""
+        self._connection = connection
+        for handle in list(self.watched.values()):
+            await connection.send(orjson.dumps(subscribe_frame(handle)).decode())
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    message = await connection.recv()
+            except TimeoutError:  # quiet for idle_timeout: close if nothing is watched any more
+                if not self.watched:
+                    return
+                continue
+            self._route(orjson.loads(message))
+
+    def _route(self, frame: Any) -> None:
+        if not isinstance(frame, dict):
+            return
+        if frame.get("op") == "error":
+            handle = self.watched.get(str(frame.get("task_id")))
+            if handle is not None:
+                handle.refuse(str(frame.get("detail")))
+            return
+        # A workflow step's frames (events and chunks) name the workflow they were copied to.
+        owner = frame.get("workflow_id") if "step_seq" in frame else frame.get("task_id")
+        handle = self.watched.get(str(owner))
+        if handle is not None:
+            handle.take(frame)
+
+    def _fail_all(self, error: BaseException) -> None:
+        for handle in list(self.watched.values()):
+            handle.fail(error)
+
+
+def subscribe_frame(handle: AsyncTask) -> dict[str, Any]:
+    """The subscribe frame of a handle, from where it is (``since``: the newest seq it took)."""
+    return {"op": "subscribe", "task_id": handle.id, "token": handle.token, "since": handle.since}
+
+
+def _ignore_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a send on a connection that is going: its loss is handled by _run

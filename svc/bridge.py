@@ -73,8 +73,9 @@ class Subscription:
         self.done = False
         self.epoch_lost = False
 
-    def deliver(self, seq: int, state: str, text: str) -> None:
-        """Send one event if it is new; remember it was sent."""
+    def deliver(self, seq: int, state: str, text: str, backlog: bool = False) -> None:
+        """Send one event if it is new; remember it was sent. ``backlog``: from a catch-up, queued by a
+        sink that has ``push_backlog`` outside its limits (svc/fanout/outbox.py)."""
         if self.done or (seq <= self.last_seq and not self.epoch_lost):
             return
         if self.epoch_lost:
@@ -86,7 +87,8 @@ class Subscription:
         self.last_seq = seq
         if state not in NOT_STATES:
             self.last_state = state
-        self.sink.push(self.task_id, seq, state, text)
+        push = getattr(self.sink, "push_backlog", self.sink.push) if backlog else self.sink.push
+        push(self.task_id, seq, state, text)
         if state in events.TERMINAL_STATES:
             self.done = True
 
@@ -297,7 +299,7 @@ class Bridge:
         pending = [*recorded, *(subscription.buffer or [])]
         subscription.buffer = None
         for seq, state, text in sorted(pending, key=lambda item: item[0]):
-            subscription.deliver(seq, state, text)
+            subscription.deliver(seq, state, text, backlog=True)
 
     # listening -------------------------------------------------------------------------------
 

@@ -154,6 +154,20 @@ def test_outbox_never_reorders_a_task() -> None:
     assert [frame.seq for frame in outbox._frames] == [1, 2, 3]
 
 
+def test_a_backlog_is_queued_outside_the_limits_and_only_live_frames_count_to_them() -> None:
+    outbox = Outbox(limit=2)
+    for seq in range(1, 101):  # a resumed stream's history: 100 chunks, 50 times the hard limit
+        outbox.push_backlog("a", seq, "STREAM", f"c{seq}")
+    assert not outbox.overflowed and len(outbox) == 100
+    for seq in range(101, 105):  # live frames after it: up to twice the limit of them are queued
+        outbox.push("a", seq, "STREAM", f"c{seq}")
+    assert not outbox.overflowed and len(outbox) == 104
+    for _ in range(50):  # the client takes some of the backlog: the live frames' room stays the same
+        outbox.pop()
+    outbox.push("a", 105, "STREAM", "c105")  # the fifth live frame: past twice the limit
+    assert outbox.overflowed and len(outbox) == 0
+
+
 async def test_outbox_overflows_past_twice_its_limit() -> None:
     outbox = Outbox(limit=2)
     overflows: list[bool] = []

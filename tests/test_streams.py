@@ -26,7 +26,18 @@ from svc.settings import Settings
 from svc.tasks.diagnostic import words_of
 from svc.wire import events
 
-from .conftest import NAMESPACE, TERMINAL, Service, closing, start_api, start_worker, submit, until, watch
+from .conftest import (
+    NAMESPACE,
+    TERMINAL,
+    Service,
+    closing,
+    start_api,
+    start_worker,
+    submit,
+    subscribed,
+    until,
+    watch,
+)
 from .test_scale import slow_socket
 
 pytestmark = pytest.mark.timeout(120)
@@ -209,17 +220,25 @@ async def test_chunks_survive_a_redis_restart_with_aof_in_order_and_once(session
 
 @pytest.mark.timeout(120)
 async def test_a_reader_too_slow_for_a_stream_is_cut_with_1013_and_resumes_without_a_gap(
-    redis_url: str, session_dir: Path, worker: Service
+    redis_url: str, session_dir: Path
 ) -> None:
     api = start_api(redis_url, session_dir, name="api-stream-slow", SVC_WS_SEND_QUEUE="16")
+    queue = f"slow-{uuid.uuid4().hex[:6]}"
+    runner = None
     try:
         async with httpx.AsyncClient(base_url=api.base_url, timeout=10) as http:
-            task = await submit(http, "stream_text", words=100_000, delay=0)
-        # A client that reads nothing: its socket's buffers fill, then its outbox, then it is cut.
+            task = await submit(http, "stream_text", words=100_000, delay=0, _options={"queue": queue})
+        # A client that reads nothing, watching before the task runs (every chunk comes to it live): its
+        # socket's buffers fill, then its outbox, then it is cut.
         url = f"{api.ws_url}/ws/tasks/{task['task_id']}"
         assert api.port is not None
-        sock = slow_socket(api.port)
-        async with websockets.connect(url, sock=sock, max_queue=1, ping_interval=None) as slow:
+        async with websockets.connect(
+            url, sock=slow_socket(api.port), max_queue=1, ping_interval=None
+        ) as slow:
+            client = redis.Redis.from_url(redis_url)
+            await until(lambda: subscribed(client, task["task_id"]), 30, "the slow client subscribed")
+            client.close()
+            runner = start_worker(redis_url, session_dir, "streams-slow-worker", "-Q", queue)
             await until(lambda: "event=slow_client_disconnected" in api.log.read_text(), 60, "cut")
             got: list[dict[str, Any]] = []
             with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -228,11 +247,25 @@ async def test_a_reader_too_slow_for_a_stream_is_cut_with_1013_and_resumes_witho
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
         seqs = [frame["seq"] for frame in got]
         assert seqs == list(range(1, len(seqs) + 1))  # nothing dropped before the cut
-        rest, code = await watch(api, task["task_id"], since=seqs[-1] if seqs else 0, timeout=60)
-        assert code == 1000
+        # Once the task has ended it resumes, on a socket as slow, and takes the rest of the stream (now
+        # history) at its own pace: a backlog is never cut.
+        client = redis.Redis.from_url(redis_url)
+        ended = events.task_key(NAMESPACE, task["task_id"])
+        await until(lambda: client.hexists(ended, "terminal"), 60, "the task ended")
+        client.close()
+        rest: list[dict[str, Any]] = []
+        since = seqs[-1] if seqs else 0
+        resume = f"{api.ws_url}/ws/tasks/{task['task_id']}?since={since}"
+        async with asyncio.timeout(90):
+            async with websockets.connect(resume, sock=slow_socket(api.port), max_queue=1) as again:
+                async for message in again:
+                    rest.append(json.loads(message))
+            assert again.close_code == 1000
         assert_stream_complete(got + rest, 100_000)
     finally:
         api.stop()
+        if runner is not None:
+            runner.stop()
 
 
 @pytest.mark.timeout(120)

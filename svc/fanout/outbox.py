@@ -6,7 +6,11 @@ Policy when full (``limit`` frames queued):
 - any other event is still queued, up to ``2 * limit`` frames; terminal events are never dropped;
 - past ``2 * limit`` the outbox overflows: its frames are dropped and ``on_overflow`` is called (the
   connection cancels its writer, even one stuck in a send), the connection is closed with 1013 and
-  the client resumes with ``since`` from the history, where nothing was lost.
+  the client resumes with ``since`` from the history, where nothing was lost;
+- a subscription's backlog (what it read from the history when it began or resumed, and the live frames
+  held while it read) is queued with :meth:`Outbox.push_backlog`, outside those limits: it is already
+  in memory, bounded by the history's and the stream's caps, and a client resuming a long stream must
+  be able to take it at its own pace instead of being cut again. Only live frames count to the limits.
 
 No writer waits on an empty outbox. While none is at work (:attr:`Outbox.busy` is False, and then
 nothing is queued), ``send_now`` may send a frame from the caller at once; a frame it cannot send is
@@ -45,12 +49,14 @@ class Frame:
     text: str
     unfinished: Awaitable[None] | None = None  # a send begun at once that had to wait: finish it first
     sent: bool = False  # already on the socket (send_now): the writer only does what follows a send
+    backlog: bool = False  # from a subscription's history read: outside the limits
 
 
 class Outbox:
     """Bounded FIFO of frames for one connection; ``push`` never blocks."""
 
     __slots__ = (
+        "_backlog",
         "_drained",
         "_frames",
         "_newest",
@@ -78,6 +84,7 @@ class Outbox:
         self.on_queued: Callable[[], object] | None = None  # start a writer
         self.send_now: SendNow | None = None
         self.coalesced = 0
+        self._backlog = 0  # backlog frames queued (they do not count to the limits)
 
     def __len__(self) -> int:
         return len(self._frames) if self._frames is not None else 0
@@ -90,16 +97,18 @@ class Outbox:
         if not self.busy and send_now is not None and send_now(task_id, seq, state, text):
             return  # no writer at work, so nothing queued to overtake
         frames = self._queue()
-        if len(frames) >= self.limit and state == "PROGRESS" and task_id is not None:
+        live = len(frames) - self._backlog
+        if live >= self.limit and state == "PROGRESS" and task_id is not None:
             newest = self._newest.get(task_id)
             if newest is not None and newest.state == "PROGRESS":
                 newest.seq, newest.text = seq, text
                 self.coalesced += 1
                 return
-        if len(frames) >= 2 * self.limit:
+        if live >= 2 * self.limit:
             self.overflowed = True
             frames.clear()
             self._newest.clear()
+            self._backlog = 0
             _resolve(self._drained)
             self._wake()
             if self.on_overflow is not None:
@@ -107,6 +116,20 @@ class Outbox:
             return
         frame = Frame(task_id, seq, state, text)
         frames.append(frame)
+        if task_id is not None:
+            self._newest[task_id] = frame
+        self._start_writer()
+
+    def push_backlog(self, task_id: str | None, seq: int, state: str, text: str) -> None:
+        """Send or queue a frame of a subscription's backlog: never coalesced, never an overflow."""
+        if self.overflowed or self.closed:
+            return
+        send_now = self.send_now
+        if not self.busy and send_now is not None and send_now(task_id, seq, state, text):
+            return
+        frame = Frame(task_id, seq, state, text, backlog=True)
+        self._queue().append(frame)
+        self._backlog += 1
         if task_id is not None:
             self._newest[task_id] = frame
         self._start_writer()
@@ -143,6 +166,8 @@ class Outbox:
         if not frames:
             return None
         frame = frames.popleft()
+        if frame.backlog:
+            self._backlog -= 1
         if frame.task_id is not None and self._newest.get(frame.task_id) is frame:
             del self._newest[frame.task_id]
         if not frames:

@@ -69,7 +69,6 @@ class StreamWriter:
         self._writing = threading.Lock()  # one write at a time: a task's batches keep their order
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._script: tuple[redis.Redis, Any] | None = None  # (client, its registered STREAM_SCRIPT)
 
     def append(self, task_id: str, name: str, data: bytes) -> None:
         """Queue one encoded chunk of ``task_id``'s stream ``name`` (see the module's policy)."""
@@ -164,14 +163,12 @@ class StreamWriter:
                 log.error("event=stream_copy_lost batches=%d error=%r", len(failed), failed[0])
 
     def _run_scripts(self, calls: list[tuple[list[str], list[str | bytes | int]]]) -> list[Any]:
+        """Every call in one pipeline, as EVAL: a Redis restarted under a retried pipeline has no script
+        cache, and would answer EVALSHA with NOSCRIPT (Redis caches the script by its hash anyway)."""
         client, _ = self.state.client()
-        made = self._script
-        if made is None or made[0] is not client:
-            made = self._script = (client, client.register_script(events.STREAM_SCRIPT))
-        script = made[1]
         pipe = client.pipeline(transaction=False)
         for keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
+            pipe.eval(events.STREAM_SCRIPT, len(keys), *keys, *args)
         return list(pipe.execute(raise_on_error=False))
 
     def _start(self) -> None:

@@ -14,7 +14,7 @@ from svc.client import AsyncClient, Client, NotFound, TaskFailed, TaskRevoked, V
 from svc.embedded import free_port
 from svc.tasks.diagnostic import words_of
 
-from .conftest import TERMINAL, Service, start_api
+from .conftest import TERMINAL, Service, start_api, until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,6 +62,7 @@ async def test_many_tasks_share_one_socket_and_a_task_is_watched_by_id_and_token
         results = await asyncio.gather(*(task.result(timeout=60) for task in tasks))
         assert results == [2 * n for n in range(50)]
         assert client.socket.connections == 1
+        await until(lambda: not client.socket.is_open, timeout=10, what="the idle socket closed")
         # The catalogue says what recent runs took (what an SDK's estimate of time left starts from).
         entry = next(task for task in await client.tasks() if task["name"] == "add")
         assert entry["runtime"]["runs"] >= 1 and 0 <= entry["runtime"]["p50"] <= entry["runtime"]["p95"]

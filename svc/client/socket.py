@@ -44,7 +44,13 @@ class MuxSocket:
         self.connections = 0  # connections opened so far (1 while nothing was lost)
         self._connection: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None  # closes the connection once nothing is watched
         self._closed = False
+
+    @property
+    def is_open(self) -> bool:
+        """True while the connection is up."""
+        return self._connection is not None
 
     def watch(self, handle: AsyncTask) -> None:
         """Deliver ``handle``'s frames to it from now on (subscribing at once if connected)."""
@@ -52,6 +58,9 @@ class MuxSocket:
             handle.fail(SvcClientError("the client is closed"))
             return
         self.watched[handle.id] = handle
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="svc-client-socket")
         elif self._connection is not None:
@@ -65,6 +74,8 @@ class MuxSocket:
             del self.watched[handle.id]
             if self._connection is not None and not handle.done:
                 self._send({"op": "unsubscribe", "task_id": handle.id})
+            if not self.watched and self._idle is None:
+                self._idle = asyncio.get_running_loop().call_later(self.idle_timeout, self._close_if_idle)
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting."""
@@ -76,6 +87,13 @@ class MuxSocket:
                 await runner
         for handle in list(self.watched.values()):
             handle.fail(SvcClientError("the client is closed"))
+
+    def _close_if_idle(self) -> None:
+        self._idle = None
+        connection = self._connection
+        if not self.watched and connection is not None:
+            task = asyncio.get_running_loop().create_task(connection.close())
+            task.add_done_callback(_ignore_result)
 
     def _send(self, frame: dict[str, Any]) -> None:
         connection = self._connection
@@ -101,6 +119,8 @@ class MuxSocket:
             reconnects.connected()
             try:
                 await self._serve(connection)
+            except websockets.ConnectionClosedOK:
+                pass  # closed by _close_if_idle, or the server's own idle timeout (1000)
             except websockets.ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd is not None else None
                 if code == REFUSED:
@@ -117,20 +137,14 @@ class MuxSocket:
                 await asyncio.sleep(reconnects.next_delay())
 
     async def _serve(self, connection: ClientConnection) -> None:
-        """Subscribe every watched handle, then route frames until nothing has been watched for
-        ``idle_timeout`` seconds (returns) or the connection is lost (raises)."""
+        """Subscribe every watched handle, then route frames until the connection closes (raises): lost,
+        or closed by ``_close_if_idle`` once nothing has been watched for ``idle_timeout`` seconds."""
         self._connection = connection
         for handle in list(self.watched.values()):
             await connection.send(orjson.dumps(subscribe_frame(handle)).decode())
+        route = self._route
         while True:
-            try:
-                async with asyncio.timeout(self.idle_timeout):
-                    message = await connection.recv()
-            except TimeoutError:  # quiet for idle_timeout: close if nothing is watched any more
-                if not self.watched:
-                    return
-                continue
-            self._route(orjson.loads(message))
+            route(orjson.loads(await connection.recv()))
 
     def _route(self, frame: Any) -> None:
         if not isinstance(frame, dict):

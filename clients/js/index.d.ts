@@ -1,4 +1,6 @@
-// Type declarations for svc-client (kept in step with src/; see README.md for the guarantees).
+// Type declarations for svc-client (see README.md for the guarantees). `npm test` checks them against
+// src/ (test/types/declarations.ts: every export declared, every implementation assignable to its
+// declaration) and compiles example/typed.ts against them with --strict.
 
 /** Celery's states, as svc's events carry them. */
 export type TaskState =
@@ -18,8 +20,9 @@ export declare const TERMINAL_STATES: readonly TerminalState[];
 /** `progress` of a PROGRESS event. */
 export interface Progress {
   current: number;
-  total: number;
-  message?: string | null;
+  /** null when the task did not say how much there is to do. */
+  total: number | null;
+  message: string | null;
 }
 
 /** `error` of a FAILURE, RETRY or REVOKED event (REVOKED: type "TaskRevokedError", message "revoked" | "terminated" | "expired"). */
@@ -53,8 +56,12 @@ export interface TaskEvent<Result = unknown> {
   result_repr?: string;
   /** Python's repr of a progress JSON cannot carry exactly (then `progress` is null). */
   progress_repr?: string;
-  /** RETRY: when the next attempt is due (ISO 8601). */
+  /** RETRY: when the next attempt is due (ISO 8601). Not `task.eta`, the time left. */
   eta?: string;
+  /** RECEIVED: a short summary of the arguments. */
+  args?: string;
+  /** SUCCESS/FAILURE: seconds since STARTED. */
+  runtime?: number;
   /** FAILURE after the last retry. */
   retries_exhausted?: boolean;
   /** A workflow step's copy in its workflow's stream: the workflow's id. */
@@ -145,6 +152,13 @@ export interface WebSocketLike {
 }
 export type WebSocketConstructor = new (url: string, protocols?: string | string[], options?: any) => WebSocketLike;
 
+/**
+ * Asked for a fresh token of a task (or workflow) id whose token the server refused (expired, after
+ * SVC_TOKEN_TTL). A string other than the refused token is tried once; null, undefined, the same
+ * token or a throw let the refusal stand.
+ */
+export type GetToken = (taskId: string) => string | null | undefined | Promise<string | null | undefined>;
+
 export interface ClientOptions {
   /**
    * Where svc is served: its origin ("http://127.0.0.1:8000") or the prefix it is mounted at
@@ -163,6 +177,55 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   /** ms the socket stays open once nothing is watched. Default 1000. */
   idleTimeout?: number;
+  /** ms a WebSocket may take to open; then it is closed and retried through the backoff. Default 10000. */
+  connectTimeout?: number;
+  /** Renews a refused task token (see GetToken). Default: none (a refusal fails the handle). */
+  getToken?: GetToken;
+  /**
+   * The most events each handle's `history` keeps (the oldest are let go of first), and the backlog
+   * past which a slow events() iterator has its unread PROGRESS events coalesced. Default 1000.
+   */
+  historyLimit?: number;
+}
+
+/** Default of ClientOptions.connectTimeout: 10000 ms. */
+export declare const CONNECT_TIMEOUT: number;
+/** Default of ClientOptions.historyLimit: 1000 events. */
+export declare const HISTORY_LIMIT: number;
+/** ms between two fetches of the catalogue (GET /tasks) for etas, at most: 60000. */
+export declare const CATALOGUE_MAX_AGE: number;
+
+/** The connection events of `client.on()`. */
+export declare const CONNECTION_EVENTS: readonly ConnectionEventName[];
+export type ConnectionEventName = keyof ConnectionListeners;
+
+/** What `client.on()` calls. */
+export interface ConnectionListeners {
+  /** The shared WebSocket opened; every watched task is (re)subscribed. */
+  connected: () => void;
+  /** An open WebSocket was lost (not when the client closed it itself: idle, close()). */
+  disconnected: (info: { code: number; reason: string }) => void;
+  /**
+   * A new connection attempt is about to start in `delay` ms; `attempt` is 1 for the first retry since
+   * the last stable connection.
+   */
+  reconnecting: (info: { attempt: number; delay: number }) => void;
+}
+
+/** What the catalogue (GET /tasks) says recent runs of a task name took, in seconds from STARTED. */
+export interface RuntimeStats {
+  p50: number;
+  p95: number;
+  runs: number;
+}
+
+/** One entry of GET /tasks. */
+export interface CatalogueEntry {
+  name: string;
+  description: string;
+  schema: Record<string, unknown>;
+  /** null before any run (or when the server keeps no statistics); absent from older servers. */
+  runtime?: RuntimeStats | null;
 }
 
 export interface SubmitOptions {
@@ -224,14 +287,23 @@ export interface TaskListeners {
   state: (state: TaskState, event: TaskEvent) => void;
   /** Every chunk of every stream of the task, once each, in seq order (interleaved with events). */
   stream: (chunk: StreamChunk) => void;
+  /** The time left changed (seconds, or null: not running, or nothing tells). Listening lets the handle fetch runtimes. */
+  eta: (eta: number | null) => void;
   error: (error: Error) => void;
 }
+
+/** How a task ended: its result, or the error result() rejects with. */
+export type Outcome<Result = unknown> =
+  | { ok: true; value: Result }
+  | { ok: false; error: TaskFailedError | TaskRevokedError };
 
 /**
  * One task's events and streams. Watching starts on the first on()/result()/events()/stream()/text()
  * and ends at its terminal event.
  */
 export declare class Task<Result = unknown> {
+  /** Handles come from `client.submit()`, `client.task()` and `client.workflow()`. */
+  protected constructor(owner: unknown, id: string, token: string | null, init?: { name?: string | null; state?: string });
   readonly id: string;
   readonly token: string | null;
   readonly name: string | null;
@@ -241,16 +313,31 @@ export declare class Task<Result = unknown> {
   readonly lastSeq: number;
   /** The newest event delivered (never a stream chunk). */
   readonly latest: TaskEvent<Result> | null;
-  /** Every event delivered so far, in seq order (stream chunks are kept apart: chunks()). */
+  /**
+   * The newest `historyLimit` events delivered (default 1000), in seq order; older ones are let go of
+   * first. Stream chunks are kept apart: chunks().
+   */
   readonly history: readonly TaskEvent[];
   /** True once the terminal event was delivered. */
   readonly done: boolean;
+  /** How the task ended; null before its terminal event. */
+  readonly outcome: Outcome<Result> | null;
+  /**
+   * Seconds left until the task ends, as estimated at its newest event: from its progress rate
+   * (PROGRESS with a total), else from its name's recent runtimes (the catalogue, fetched lazily: on
+   * the first read or "eta" listener); null when it is not running or nothing tells.
+   */
+  readonly eta: number | null;
   /** The names of the streams the handle has received chunks of, in order of their first chunk. */
   readonly streamNames: string[];
   on<K extends keyof TaskListeners>(type: K, listener: TaskListeners[K]): () => void;
   /** The result on SUCCESS; rejects TaskFailedError, TaskRevokedError, SubscriptionError, ConnectionClosedError, AbortError, TimeoutError. */
   result(options?: ResultOptions): Promise<Result>;
-  /** Every event with seq > since (default: all, replaying those received before), ending after the terminal one. */
+  /**
+   * Every event with seq > since (default: all), ending after the terminal one: first a replay of
+   * `history` as it is when iteration begins (the newest historyLimit events), then every event after.
+   * While it lags more than historyLimit events behind, its unread PROGRESS events are coalesced to the newest.
+   */
   events(options?: EventsOptions): AsyncGenerator<TaskEvent, void, undefined>;
   /**
    * Every chunk's `data` of stream `name` (default "output"), in seq order, starting with chunks received
@@ -279,6 +366,7 @@ export declare class Task<Result = unknown> {
  * chunks with `taskId` and `step`) and a final event.
  */
 export declare class Workflow<Result = unknown> extends Task<Result> {
+  protected constructor(owner: unknown, accepted: { workflow_id: string; kind?: string; task_ids?: string[]; token?: string });
   readonly kind: "chain" | "group" | "chord" | null;
   /** The steps' task ids, in step order. */
   readonly taskIds: string[];
@@ -290,6 +378,8 @@ export declare class Client {
   readonly baseUrl: string;
   /** True while the shared WebSocket is open. */
   readonly connected: boolean;
+  /** Listen to the shared WebSocket's life; returns a function that removes the listener. */
+  on<K extends ConnectionEventName>(type: K, listener: ConnectionListeners[K]): () => void;
   /** POST /tasks/{name}. */
   submit<Result = unknown>(name: string, options?: SubmitOptions): Promise<Task<Result>>;
   /** A handle for an existing task. */
@@ -309,7 +399,9 @@ export declare class Client {
 }
 
 /** Base of every error the SDK throws on purpose. */
-export declare class SvcError extends Error {}
+export declare class SvcError extends Error {
+  constructor(message: string, options?: { cause?: unknown });
+}
 
 export interface Problem {
   type?: string;
@@ -321,6 +413,16 @@ export interface Problem {
 
 /** An HTTP error answer (RFC 9457 problem details). */
 export declare class HttpError extends SvcError {
+  constructor(init: {
+    status: number;
+    title?: string;
+    detail?: string;
+    type?: string;
+    problem?: Problem;
+    method?: string;
+    url?: string;
+    retryAfter?: number | null;
+  });
   readonly status: number;
   readonly title: string;
   readonly detail: string;
@@ -335,6 +437,8 @@ export declare class BadRequestError extends HttpError {}
 export declare class UnauthorizedError extends HttpError {}
 export declare class ForbiddenError extends HttpError {}
 export declare class NotFoundError extends HttpError {}
+/** 409: an Idempotency-Key reused for a different request. */
+export declare class ConflictError extends HttpError {}
 export declare class PayloadTooLargeError extends HttpError {}
 export declare class ValidationError extends HttpError {}
 export declare class RateLimitedError extends HttpError {}
@@ -343,14 +447,17 @@ export declare class ServiceUnavailableError extends HttpError {}
 export declare class NetworkError extends SvcError {}
 /** The WebSocket was refused for good (1008 auth/origin, 1009). */
 export declare class ConnectionClosedError extends SvcError {
+  constructor(code: number, reason: string, options?: { cause?: unknown });
   readonly code: number;
   readonly reason: string;
 }
 export declare class TaskError extends SvcError {
+  constructor(message: string, taskId: string, event?: TaskEvent | null, options?: { cause?: unknown });
   readonly taskId: string;
   readonly event: TaskEvent | null;
 }
 export declare class TaskFailedError extends TaskError {
+  constructor(taskId: string, event: TaskEvent);
   /** The remote exception's class, e.g. "ValueError". */
   readonly type: string;
   /** The remote exception's message. */
@@ -362,14 +469,38 @@ export declare class TaskFailedError extends TaskError {
   readonly event: TaskEvent;
 }
 export declare class TaskRevokedError extends TaskError {
+  constructor(taskId: string, event: TaskEvent);
   /** "revoked", "terminated" or "expired". */
   readonly reason: string;
   readonly event: TaskEvent;
 }
 /** The server refused a subscription (`{"op": "error"}`). */
 export declare class SubscriptionError extends TaskError {
+  /** `cause`: why a token renewal (getToken) did not help, when it threw. */
+  constructor(taskId: string, detail: string, options?: { cause?: unknown });
   readonly detail: string;
 }
+
+/** The time-left estimator of one task (the one behind `task.eta`), fed its own events; reads no clock. */
+export declare class EtaEstimator {
+  constructor(options?: { smoothing?: number });
+  /** True while the task runs (its newest event is STARTED or PROGRESS). */
+  readonly running: boolean;
+  /** True while it runs without an estimate from its own progress. */
+  readonly needsRuntime: boolean;
+  observe(event: { state?: unknown; ts?: unknown; progress?: any }): void;
+  /** Seconds left; `now` in unix seconds (for the runtime fallback). */
+  estimate(runtime: RuntimeStats | null | undefined, now: number): number | null;
+}
+/** Weight of the newest estimate against the aged previous one: 0.3. */
+export declare const ETA_SMOOTHING: number;
+/** Seconds left at `at` if the rate since `from` holds; null when it cannot tell. */
+export declare function remainingFromProgress(
+  from: { ts: number; current: number },
+  at: { ts: number; current: number; total: number | null },
+): number | null;
+/** Seconds left for a run `elapsed` s old: p50 - elapsed, then p95 - elapsed, then null. */
+export declare function remainingFromRuntime(runtime: RuntimeStats | null | undefined, elapsed: number): number | null;
 
 export declare function errorFromResponse(response: Response, method: string, url: string): Promise<HttpError>;
 export declare function parseRetryAfter(value: string | null, now?: number): number | null;

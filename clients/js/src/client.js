@@ -1,11 +1,14 @@
 /**
- * The Client: HTTP calls (submit, workflows, cancel, state) and the one shared WebSocket.
+ * The Client: HTTP calls (submit, workflows, cancel, state), the one shared WebSocket and its life
+ * (`on("connected" | "disconnected" | "reconnecting")`), and the catalogue's runtimes for etas.
  * @module
  */
 
+import { CATALOGUE_MAX_AGE, RuntimeCatalogue } from "./catalogue.js";
 import { NetworkError, errorFromResponse } from "./errors.js";
-import { MuxSocket } from "./socket.js";
-import { Task, Workflow } from "./task.js";
+import { CONNECT_TIMEOUT, MuxSocket } from "./socket.js";
+import { HISTORY_LIMIT, Task } from "./task.js";
+import { Workflow } from "./workflow.js";
 
 /**
  * @typedef {object} ClientOptions
@@ -19,6 +22,13 @@ import { Task, Workflow } from "./task.js";
  * @property {typeof fetch} [fetch]  default: globalThis.fetch
  * @property {import("./backoff.js").BackoffOptions} [backoff]  the reconnect policy
  * @property {number} [idleTimeout]  ms the socket stays open once nothing is watched (default 1000)
+ * @property {number} [connectTimeout]  ms a WebSocket may take to open before it is closed and retried
+ *   through the backoff (default 10000)
+ * @property {import("./renewal.js").GetToken} [getToken]  asked for a fresh token of a task (or
+ *   workflow) id when the server refuses the token it was watched with (expired): a new token is tried
+ *   once; null, undefined, the same token or a throw let the refusal stand (default: none)
+ * @property {number} [historyLimit]  the most events each handle's `history` keeps, and the backlog at
+ *   which a slow events() iterator has its unread PROGRESS coalesced (default 1000)
  */
 
 /**
@@ -58,7 +68,17 @@ function urlUnder(base, path) {
 
 export class Client {
   /** @param {ClientOptions} [options] */
-  constructor({ baseUrl, apiKey, WebSocket, fetch, backoff, idleTimeout } = {}) {
+  constructor({
+    baseUrl,
+    apiKey,
+    WebSocket,
+    fetch,
+    backoff,
+    idleTimeout,
+    connectTimeout = CONNECT_TIMEOUT,
+    getToken,
+    historyLimit = HISTORY_LIMIT,
+  } = {}) {
     /** The absolute base every URL is built under, without a trailing slash. @type {string} */
     this.baseUrl = resolveBase(baseUrl);
     /** @private */ this._apiKey = apiKey || null;
@@ -82,18 +102,36 @@ export class Client {
       headers: this._apiKey ? { Authorization: `Bearer ${this._apiKey}` } : undefined,
       backoff,
       idleTimeout,
+      connectTimeout,
+      getToken,
     });
+    if (!(historyLimit >= 1)) throw new RangeError("svc-client: historyLimit must be at least 1");
     /** @private */
     this._owner = {
       watch: (/** @type {Task} */ task) => this._socket.watch(task),
       unwatch: (/** @type {Task} */ task) => this._socket.unwatch(task),
       request: this.request.bind(this),
+      historyLimit,
+      catalogue: new RuntimeCatalogue(() => this.request("GET", "/tasks"), { maxAge: CATALOGUE_MAX_AGE }),
     };
   }
 
   /** True while the shared WebSocket is open. */
   get connected() {
     return this._socket.connected;
+  }
+
+  /**
+   * Listen to the shared WebSocket's life: "connected" (it opened; every watched task is subscribed
+   * again), "disconnected" (an open socket was lost: `{code, reason}`; not when the client closes it
+   * for being idle or on close()), "reconnecting" (a new attempt is about to start: `{attempt, delay}`,
+   * attempt 1 for the first retry since the last stable connection, delay in ms).
+   * @param {"connected" | "disconnected" | "reconnecting"} type
+   * @param {Function} listener
+   * @returns {() => void} removes the listener
+   */
+  on(type, listener) {
+    return this._socket.on(type, listener);
   }
 
   /**
@@ -134,8 +172,14 @@ export class Client {
     return new Workflow(this._owner, accepted);
   }
 
-  /** A handle for a workflow that already exists, from the submit answer's fields. */
-  workflowHandle(/** @type {string} */ id, /** @type {string | null} */ token = null, taskIds = []) {
+  /**
+   * A handle for a workflow that already exists, from the submit answer's fields.
+   * @param {string} id
+   * @param {string | null} [token]
+   * @param {string[]} [taskIds]
+   * @returns {Workflow}
+   */
+  workflowHandle(id, token = null, taskIds = []) {
     return new Workflow(this._owner, { workflow_id: id, token: token ?? undefined, task_ids: taskIds });
   }
 

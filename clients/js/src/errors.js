@@ -7,6 +7,7 @@
  *   │   ├── UnauthorizedError      401 missing or bad API key
  *   │   ├── ForbiddenError         403 bad or expired task token
  *   │   ├── NotFoundError          404 unknown task name or task id
+ *   │   ├── ConflictError          409 an Idempotency-Key reused for a different request
  *   │   ├── PayloadTooLargeError   413 body too large
  *   │   ├── ValidationError        422 arguments that fail the task's schema
  *   │   ├── RateLimitedError       429 (.retryAfter, seconds)
@@ -35,7 +36,7 @@ export class SvcError extends Error {
 /** An HTTP call answered with an error status; carries the problem-details body. */
 export class HttpError extends SvcError {
   /**
-   * @param {{status: number, title?: string, detail?: string, type?: string, problem?: object,
+   * @param {{status: number, title?: string, detail?: string, type?: string, problem?: Record<string, unknown>,
    *   method?: string, url?: string, retryAfter?: number | null}} init
    */
   constructor({ status, title, detail, type, problem, method, url, retryAfter = null }) {
@@ -61,6 +62,8 @@ export class UnauthorizedError extends HttpError {}
 export class ForbiddenError extends HttpError {}
 /** 404: no exposed task of that name, or no task with that id. */
 export class NotFoundError extends HttpError {}
+/** 409: an Idempotency-Key was reused for a different request (another task name, or other arguments). */
+export class ConflictError extends HttpError {}
 /** 413: the request body is over the server's limit. */
 export class PayloadTooLargeError extends HttpError {}
 /** 422: the arguments fail the task's schema (see `.problem.errors`). */
@@ -75,6 +78,7 @@ const BY_STATUS = new Map([
   [401, UnauthorizedError],
   [403, ForbiddenError],
   [404, NotFoundError],
+  [409, ConflictError],
   [413, PayloadTooLargeError],
   [422, ValidationError],
   [429, RateLimitedError],
@@ -86,9 +90,9 @@ export class NetworkError extends SvcError {}
 
 /** The WebSocket was closed in a way that retrying cannot fix (1008 auth/origin refused, 1009). */
 export class ConnectionClosedError extends SvcError {
-  /** @param {number} code @param {string} reason */
-  constructor(code, reason) {
-    super(`WebSocket closed with ${code}${reason ? `: ${reason}` : ""}`);
+  /** @param {number} code @param {string} reason @param {{cause?: unknown}} [options] */
+  constructor(code, reason, options) {
+    super(`WebSocket closed with ${code}${reason ? `: ${reason}` : ""}`, options);
     /** @type {number} */ this.code = code;
     /** @type {string} */ this.reason = reason;
   }
@@ -96,9 +100,12 @@ export class ConnectionClosedError extends SvcError {
 
 /** Something about one task; `.event` is the event that decided it, when there is one. */
 export class TaskError extends SvcError {
-  /** @param {string} message @param {string} taskId @param {object | null} [event] */
-  constructor(message, taskId, event = null) {
-    super(message);
+  /**
+   * @param {string} message @param {string} taskId @param {object | null} [event]
+   * @param {{cause?: unknown}} [options]
+   */
+  constructor(message, taskId, event = null, options) {
+    super(message, options);
     /** @type {string} */ this.taskId = taskId;
     /** @type {import("../index.js").TaskEvent | null} */ this.event = /** @type {any} */ (event);
   }
@@ -112,6 +119,8 @@ export class TaskFailedError extends TaskError {
     const type = String(error.type ?? "Error");
     const remote = String(error.message ?? "");
     super(`task ${taskId} failed: ${type}: ${remote}`, taskId, event);
+    /** The FAILURE event. @type {import("../index.js").TaskEvent} */
+    this.event = event;
     /** The remote exception's class name, e.g. "ValueError". @type {string} */
     this.type = type;
     /** The remote exception's message. @type {string} */
@@ -129,15 +138,20 @@ export class TaskRevokedError extends TaskError {
   constructor(taskId, event) {
     const reason = String(event?.error?.message ?? "revoked");
     super(`task ${taskId} was revoked (${reason})`, taskId, event);
+    /** The REVOKED event. @type {import("../index.js").TaskEvent} */
+    this.event = event;
     /** @type {string} */ this.reason = reason;
   }
 }
 
 /** The server refused to watch the task (an `{"op": "error"}` frame); `.detail` is its reason. */
 export class SubscriptionError extends TaskError {
-  /** @param {string} taskId @param {string} detail */
-  constructor(taskId, detail) {
-    super(`cannot watch task ${taskId}: ${detail}`, taskId, null);
+  /**
+   * @param {string} taskId @param {string} detail
+   * @param {{cause?: unknown}} [options]  cause: why a token renewal (getToken) did not help, if it threw
+   */
+  constructor(taskId, detail, options) {
+    super(`cannot watch task ${taskId}: ${detail}`, taskId, null, options);
     /** @type {string} */ this.detail = detail;
   }
 }
@@ -150,6 +164,7 @@ export class SubscriptionError extends TaskError {
  * @returns {Promise<HttpError>}
  */
 export async function errorFromResponse(response, method, url) {
+  /** @type {Record<string, unknown>} */
   let problem = {};
   try {
     const text = await response.text();
@@ -190,7 +205,7 @@ export function parseRetryAfter(value, now = Date.now()) {
  * The error that a terminal event stands for, or null for SUCCESS.
  * @param {string} taskId
  * @param {any} event
- * @returns {TaskError | null}
+ * @returns {TaskFailedError | TaskRevokedError | null}
  */
 export function errorForEvent(taskId, event) {
   if (event.state === "FAILURE") return new TaskFailedError(taskId, event);

@@ -5,7 +5,11 @@
  */
 
 export { Client } from "./client.js";
-export { Task, Workflow, TERMINAL_STATES } from "./task.js";
+export { Task, TERMINAL_STATES, HISTORY_LIMIT } from "./task.js";
+export { Workflow } from "./workflow.js";
+export { CONNECT_TIMEOUT, CONNECTION_EVENTS } from "./socket.js";
+export { CATALOGUE_MAX_AGE } from "./catalogue.js";
+export { ETA_SMOOTHING, EtaEstimator, remainingFromProgress, remainingFromRuntime } from "./eta.js";
 export { DEFAULT_STREAM } from "./streams.js";
 export { BACKOFF_DEFAULTS, backoffDelay, ceiling } from "./backoff.js";
 export {
@@ -15,6 +19,7 @@ export {
   UnauthorizedError,
   ForbiddenError,
   NotFoundError,
+  ConflictError,
   PayloadTooLargeError,
   ValidationError,
   RateLimitedError,

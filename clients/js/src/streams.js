@@ -16,7 +16,7 @@ export const DEFAULT_STREAM = "output";
  * One chunk of a task's stream, as `task.on("stream")` and `task.chunks()` give it.
  * @typedef {object} StreamChunk
  * @property {string} stream    the stream's name ("output" unless the task named another)
- * @property {unknown} data     the chunk: a string for text streams, or any JSON value
+ * @property {any} data         the chunk: a string for text streams, or any JSON value
  * @property {number} seq       its place in the task's own seq, shared with its events
  * @property {string} taskId    the task that wrote it (in a workflow's stream: the step's id)
  * @property {number} [step]    a workflow step's chunk: the step's index

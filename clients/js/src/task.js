@@ -1,20 +1,32 @@
 /**
  * Handles for one task (or one workflow): its events and its streams' chunks, listeners, result(),
- * events(), stream(), text(), cancel().
+ * events(), stream(), text(), cancel(), and its time left (eta).
  *
  * A handle starts watching on the first `on()`, `result()`, `events()`, `stream()` or `text()` and keeps
  * watching until its terminal event (or `unwatch()`): a terminal event settles `result()` even if it
  * arrived before anyone asked. Events and stream chunks share the task's seq; each frame reaches
  * listeners once, in seq order, and anything at or below the last seq seen is dropped (that is what
  * makes reconnects seamless, for chunks as for events).
+ *
+ * Memory: `history` keeps the newest `historyLimit` events (the Client's option); each running
+ * `events()` iterator has its own bounded backlog (backlog.js), so a slow consumer costs at most that
+ * many events. Stream chunks are all kept (streams.js).
  * @module
  */
 
+import { EventBacklog } from "./backlog.js";
 import { abortReason, errorForEvent } from "./errors.js";
+import { Listeners } from "./listeners.js";
 import { DEFAULT_STREAM, StreamBuffer, chunkOf, isStreamFrame, textOf } from "./streams.js";
+import { TimeLeft } from "./time-left.js";
 
+/** The states that end a task. @type {readonly ("SUCCESS" | "FAILURE" | "REVOKED")[]} */
 export const TERMINAL_STATES = Object.freeze(["SUCCESS", "FAILURE", "REVOKED"]);
+/** @type {Set<string>} */
 const TERMINAL = new Set(TERMINAL_STATES);
+
+/** Default of the Client's `historyLimit`: the most events a handle's `history` keeps. */
+export const HISTORY_LIMIT = 1000;
 
 /**
  * What a handle needs of its Client (kept narrow so the two cannot tangle).
@@ -23,11 +35,17 @@ const TERMINAL = new Set(TERMINAL_STATES);
  * @property {(handle: Task) => void} unwatch
  * @property {(method: string, path: string, init?: {query?: Record<string, unknown>}) => Promise<any>} request
  *   one HTTP call; `path` is a route ("/tasks/{id}") that the Client puts under its baseUrl
+ * @property {number} [historyLimit]  the most events `history` keeps (default HISTORY_LIMIT)
+ * @property {import("./catalogue.js").RuntimeCatalogue} [catalogue]  recent runtimes, for the eta
+ * @property {() => number} [now]  unix time in seconds, for the eta (default: Date.now() / 1000)
  */
+
+/** @typedef {import("../index.js").TaskState} TaskState one of Celery's states, as events carry them */
 
 /**
  * The outcome of a handle's terminal event.
- * @typedef {{ok: true, value: unknown} | {ok: false, error: Error}} Outcome
+ * @typedef {{ok: true, value: any}
+ *   | {ok: false, error: import("./errors.js").TaskFailedError | import("./errors.js").TaskRevokedError}} Outcome
  */
 
 /** One task: its id, token and state, its events, its streams, its result. */
@@ -36,7 +54,7 @@ export class Task {
    * @param {Owner} owner
    * @param {string} id
    * @param {string | null} token
-   * @param {{name?: string | null, state?: string}} [init]
+   * @param {{name?: string | null, state?: TaskState}} [init]
    */
   constructor(owner, id, token, { name = null, state = "PENDING" } = {}) {
     /** @private */ this._owner = owner;
@@ -46,26 +64,54 @@ export class Task {
     this.token = token ?? null;
     /** The task name, when known. @type {string | null} */
     this.name = name;
-    /** The state of the newest event of the handle's own id (never changed by stream chunks). @type {string} */
+    /** The state of the newest event of the handle's own id (never changed by stream chunks). @type {TaskState} */
     this.state = state;
     /** The newest seq delivered, of an event or a stream chunk (0 before any). @type {number} */
     this.lastSeq = 0;
     /** The newest event delivered (never a stream chunk), or null. @type {any} */
     this.latest = null;
-    /** Every event delivered so far, in seq order (events() replays it; chunks are kept apart). @type {any[]} */
+    /**
+     * The newest `historyLimit` events delivered, in seq order (older ones are let go of first; a
+     * late events() iterator replays what it holds). Chunks are kept apart. @type {any[]}
+     */
     this.history = [];
+    /** @private */ this._historyLimit = owner.historyLimit ?? HISTORY_LIMIT;
     /** @private */ this._streams = new StreamBuffer();
-    /** @private @type {Map<string, Set<Function>>} */ this._listeners = new Map();
+    /** A throwing listener cannot break delivery to the others (listeners.js). @private */
+    this._listeners = new Listeners();
     /** @private @type {Outcome | null} */ this._outcome = null;
     /** @private @type {Set<{resolve: Function, reject: Function}>} */ this._waiters = new Set();
     /** @private @type {Set<() => void>} */ this._wakers = new Set();
+    /** events() iterators' backlogs @private @type {Set<EventBacklog<any>>} */ this._backlogs = new Set();
     /** @private @type {Error | null} */ this._failure = null;
     /** @private */ this._watching = false;
+    /** @private */
+    this._timeLeft = new TimeLeft(owner, () => this.name, (eta) => this._listeners.emit("eta", eta));
   }
 
   /** True once the terminal event was delivered. */
   get done() {
     return this._outcome !== null;
+  }
+
+  /**
+   * How the task ended, once it did: `{ok: true, value}` (SUCCESS) or `{ok: false, error}` (the
+   * TaskFailedError or TaskRevokedError that result() rejects with); null before the end.
+   * @returns {Outcome | null}
+   */
+  get outcome() {
+    return this._outcome;
+  }
+
+  /**
+   * Seconds left until the task ends, as estimated at its newest event (see eta.js): from its own
+   * progress rate when a PROGRESS event has a total, else from the recent runtimes of its name (the
+   * catalogue, fetched on the first read); null when the task is not running or nothing tells.
+   * @returns {number | null}
+   */
+  get eta() {
+    this._timeLeft.want();
+    return this._timeLeft.value;
   }
 
   /** The names of the streams this handle has received chunks of, in the order they first appeared. */
@@ -75,18 +121,18 @@ export class Task {
 
   /**
    * Call `listener` for every "event", every "progress" event, every "state" change
-   * (`(state, event)`), every "stream" chunk (a StreamChunk, any stream), or an "error" (the handle can
-   * no longer watch). Starts watching. Stream chunks never reach "event" listeners.
-   * @param {"event" | "progress" | "state" | "stream" | "error"} type
+   * (`(state, event)`), every "stream" chunk (a StreamChunk, any stream), every change of "eta"
+   * (`(eta)`, seconds or null), or an "error" (the handle can no longer watch). Starts watching.
+   * Stream chunks never reach "event" listeners.
+   * @param {"event" | "progress" | "state" | "stream" | "eta" | "error"} type
    * @param {Function} listener
    * @returns {() => void} removes the listener
    */
   on(type, listener) {
-    let listeners = this._listeners.get(type);
-    if (!listeners) this._listeners.set(type, (listeners = new Set()));
-    listeners.add(listener);
+    const remove = this._listeners.add(type, listener);
+    if (type === "eta") this._timeLeft.want();
     this._watch();
-    return () => listeners.delete(listener);
+    return remove;
   }
 
   /**
@@ -132,22 +178,38 @@ export class Task {
    * `unwatch()`. Throws if the handle can no longer watch, or the signal's reason on abort.
    * @param {string} [name]  default "output"
    * @param {{signal?: AbortSignal}} [options]
-   * @returns {AsyncGenerator<unknown, void, undefined>}
+   * @returns {AsyncGenerator<any, void, undefined>}
    */
   async *stream(name = DEFAULT_STREAM, { signal } = {}) {
-    for await (const chunk of this._follow(() => this._streams.of(name), signal)) yield chunk.data;
+    let index = 0;
+    const next = () => {
+      const chunks = this._streams.of(name);
+      return index < chunks.length ? chunks[index++] : undefined;
+    };
+    for await (const chunk of this._follow(next, signal)) yield chunk.data;
   }
 
   /**
-   * Every event of the task with seq > `since` (default: all, replaying those already received), in
-   * seq order; ends after the terminal event. Stream chunks are not events: see stream().
-   * Throws if the handle can no longer watch, or the signal's reason on abort.
+   * Every event of the task with seq > `since` (default: all), in seq order; ends after the terminal
+   * event. It starts with a replay of `history` as it is when iteration begins (the newest
+   * `historyLimit` events), then yields every event delivered after that; while it lags more than
+   * `historyLimit` events behind, PROGRESS events it has not read are coalesced to the newest.
+   * Stream chunks are not events: see stream(). Throws if the handle can no longer watch, or the
+   * signal's reason on abort.
    * @param {{since?: number, signal?: AbortSignal}} [options]
    * @returns {AsyncGenerator<any, void, undefined>}
    */
   async *events({ since = 0, signal } = {}) {
-    for await (const event of this._follow(() => this.history, signal)) {
-      if (event.seq > since || event.recovered === false) yield event;
+    /** @type {EventBacklog<any>} */
+    const backlog = new EventBacklog(this._historyLimit);
+    for (const event of this.history) backlog.push(event);
+    this._backlogs.add(backlog);
+    try {
+      for await (const event of this._follow(() => backlog.shift(), signal)) {
+        if (event.seq > since || event.recovered === false) yield event;
+      }
+    } finally {
+      this._backlogs.delete(backlog);
     }
   }
 
@@ -220,16 +282,16 @@ export class Task {
   }
 
   /**
-   * Each item of the growing list `items()` once, in order, from its start; ends at the terminal
-   * event or on unwatch(); throws a failure that happened after it began, or the signal's reason.
+   * Each item `next()` hands out, in order, waiting for more while the task runs; ends at the
+   * terminal event (once `next()` has nothing more) or on unwatch(); throws a failure that happened
+   * after it began, or the signal's reason.
    * @private
    * @template T
-   * @param {() => readonly T[]} items
+   * @param {() => T | undefined} next  the next item not yet yielded, or undefined for none yet
    * @param {AbortSignal} [signal]
    * @returns {AsyncGenerator<T, void, undefined>}
    */
-  async *_follow(items, signal) {
-    let index = 0;
+  async *_follow(next, signal) {
     /** @type {(() => void) | null} */
     let wake = null;
     const waker = () => wake?.();
@@ -240,9 +302,9 @@ export class Task {
       this._watch();
       for (;;) {
         if (signal?.aborted) throw abortReason(signal);
-        const list = items();
-        if (index < list.length) {
-          yield list[index++];
+        const item = next();
+        if (item !== undefined) {
+          yield item;
           continue;
         }
         if (this._outcome) return;
@@ -277,13 +339,19 @@ export class Task {
     this.lastSeq = seq;
     this.latest = event;
     this.history.push(event);
+    if (this.history.length > this._historyLimit) this.history.shift();
+    for (const backlog of this._backlogs) backlog.push(event);
     const own = this._isOwnEvent(event);
+    if (own && this.name === null && typeof event.name === "string") this.name = event.name;
+    const etaChanged = own && this._timeLeft.update(event);
     const previous = this.state;
-    if (own && typeof event.state === "string") this.state = event.state;
-    if (own && this.state !== previous) this._emit("state", this.state, event);
-    this._emit("event", event);
-    if (event.state === "PROGRESS") this._emit("progress", event);
+    if (own && typeof event.state === "string") this.state = /** @type {TaskState} */ (event.state);
+    // Settled before the listeners run, so that they see `done` and `outcome` of a terminal event.
     if (own && TERMINAL.has(event.state)) this._settle(event);
+    if (own && this.state !== previous) this._listeners.emit("state", this.state, event);
+    this._listeners.emit("event", event);
+    if (event.state === "PROGRESS") this._listeners.emit("progress", event);
+    if (etaChanged) this._listeners.emit("eta", this._timeLeft.value);
     this._wakeIterators();
   }
 
@@ -295,7 +363,7 @@ export class Task {
     this.lastSeq = frame.seq;
     const chunk = chunkOf(frame);
     this._streams.add(chunk);
-    this._emit("stream", chunk);
+    this._listeners.emit("stream", chunk);
     this._wakeIterators();
   }
 
@@ -307,7 +375,7 @@ export class Task {
     if (this._outcome || !this._watching) return;
     this._watching = false;
     this._failure = error;
-    this._emit("error", error);
+    this._listeners.emit("error", error);
     this._rejectWaiters(error);
     this._wakeIterators();
   }
@@ -339,35 +407,4 @@ export class Task {
     for (const waker of [...this._wakers]) waker();
   }
 
-  /** @private @param {string} type @param {...unknown} args */
-  _emit(type, ...args) {
-    for (const listener of [...(this._listeners.get(type) ?? [])]) {
-      try {
-        listener(...args);
-      } catch (error) {
-        // A throwing listener must not break delivery to the others or the socket's reader.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
-  }
-}
-
-/**
- * A chain, group or chord: a Task handle over the workflow's frames (every step's events and stream
- * chunks, with `step`), plus its steps' ids.
- */
-export class Workflow extends Task {
-  /**
-   * @param {Owner} owner
-   * @param {{workflow_id: string, kind?: string, task_ids?: string[], token?: string}} accepted
-   */
-  constructor(owner, accepted) {
-    super(owner, accepted.workflow_id, accepted.token ?? null, { name: accepted.kind ?? null });
-    /** "chain", "group" or "chord". @type {string | null} */
-    this.kind = accepted.kind ?? null;
-    /** The steps' task ids, in step order. @type {string[]} */
-    this.taskIds = [...(accepted.task_ids ?? [])];
-  }
 }

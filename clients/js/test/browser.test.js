@@ -1,5 +1,5 @@
 // The demo page (GET /demo, importing the SDK from /sdk) in Debian's headless Chromium against real
-// processes: a count_to runs to 100% and SUCCESS, a fail shows its error, a stream_text grows word by
+// processes: a count_to shows its time left and runs to 100% and SUCCESS, a fail shows its error, a stream_text grows word by
 // word and survives a reload; the dashboard's detail shows a task's stream; screenshots are saved.
 
 import assert from "node:assert/strict";
@@ -52,10 +52,13 @@ test("the demo page runs count_to to 100% and SUCCESS, and shows a failure's err
   await counting.waitFor({ timeout: 10_000 });
   const taskId = await counting.getAttribute("data-task-id");
   assert.match(taskId ?? "", /^[0-9a-f-]{36}$/);
+  const eta = counting.locator('[data-testid="eta"]');
+  await counting.locator('[data-testid="eta"]', { hasText: /^~\d+ s left$/ }).waitFor({ timeout: 10_000 });
   await counting.locator('[data-testid="progress"][data-percent="100"]').waitFor({ timeout: 30_000 });
   await counting.locator('[data-testid="result"]').waitFor({ timeout: 30_000 });
   assert.equal(await counting.locator('[data-testid="result"]').textContent(), "10");
   assert.equal(await counting.locator('[data-testid="state"]').textContent(), "SUCCESS");
+  assert.equal(await eta.textContent(), "", "no time left once it ended");
   const timeline = await counting.locator('[data-testid="timeline"] li').evaluateAll(
     (items) => items.map((item) => /** @type {HTMLElement} */ (item).dataset.state),
   );

@@ -7,6 +7,7 @@ import { WebSocket } from "ws";
 
 import {
   Client,
+  ConflictError,
   ForbiddenError,
   HttpError,
   NotFoundError,
@@ -110,6 +111,53 @@ describe("tasks", () => {
     const second = await client.submit("add", { args: [1, 1], idempotencyKey: key });
     assert.equal(second.id, first.id);
     assert.equal(await second.result({ timeout: 20_000 }), 2);
+  });
+
+  test("an Idempotency-Key reused for other arguments is ConflictError 409, and nothing is enqueued", T, async () => {
+    const key = `k-${Date.now()}-${Math.random()}`;
+    const first = await client.submit("add", { args: [1, 1], idempotencyKey: key });
+    await assert.rejects(client.submit("add", { args: [2, 2], idempotencyKey: key }), (error) => {
+      assert.ok(error instanceof ConflictError, String(error));
+      assert.equal(error.status, 409);
+      assert.match(error.message, /POST http:\/\/127\.0\.0\.1:\d+\/tasks\/add answered 409/);
+      return true;
+    });
+    assert.equal(await first.result({ timeout: 20_000 }), 2);
+  });
+});
+
+describe("time left (eta)", () => {
+  test("count_to's eta follows its own rate down to 0 with each progress event, and is null once it ended", T, async () => {
+    const task = await client.submit("count_to", { args: [10], kwargs: { delay: 0.1 } });
+    /** @type {(number | null)[]} */ const atProgress = [];
+    task.on("progress", () => atProgress.push(task.eta));
+    assert.equal(await task.result({ timeout: 20_000 }), 10);
+    const known = atProgress.slice(1).map((eta) => /** @type {number} */ (eta));
+    assert.equal(atProgress.length, 10);
+    assert.ok(known.every((eta) => typeof eta === "number" && eta >= 0 && eta < 2), `plausible for 10 × 0.1 s: ${atProgress}`);
+    assert.ok(known.at(-3) > known.at(-1), `shrinking: ${atProgress}`);
+    assert.equal(known.at(-1), 0, "0 at 10/10");
+    assert.equal(task.eta, null);
+  });
+
+  test("before any progress, a task's eta comes from the catalogue's runtimes of its name (GET /tasks)", T, async () => {
+    for (let i = 0; i < 3; i++) await (await client.submit("sleep", { args: [0.4] })).result({ timeout: 20_000 });
+    /** @type {any} */ const catalogue = await client.request("GET", "/tasks");
+    const runtime = catalogue.tasks.find((entry) => entry.name === "sleep")?.runtime;
+    assert.ok(runtime && runtime.runs >= 3 && runtime.p50 >= 0.4 && runtime.p50 < 2, `GET /tasks: ${JSON.stringify(runtime)}`);
+    // A fresh client (its catalogue not fetched yet) watching a sleep that reports no progress.
+    const watcher = new Client({ baseUrl: stack.baseUrl, WebSocket });
+    try {
+      const task = await watcher.submit("sleep", { args: [0.4] });
+      /** @type {(number | null)[]} */ const etas = [];
+      task.on("eta", (eta) => etas.push(eta));
+      await task.result({ timeout: 20_000 });
+      const fromRuntime = etas.find((eta) => eta !== null);
+      assert.ok(fromRuntime !== undefined && fromRuntime > 0 && fromRuntime <= runtime.p95, `from p50 ${runtime.p50}: ${etas}`);
+      assert.equal(etas.at(-1), null);
+    } finally {
+      watcher.close();
+    }
   });
 });
 

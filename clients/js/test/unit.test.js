@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
+import { FakeWebSocket, fakeClient } from "./fake-websocket.js";
 import {
   BACKOFF_DEFAULTS,
   BadRequestError,
@@ -155,57 +156,6 @@ describe("HTTP calls", () => {
     });
   });
 });
-
-/** An in-memory WebSocket: records what the client sends; the test plays the server. */
-class FakeWebSocket {
-  /** @type {FakeWebSocket[]} */
-  static instances = [];
-
-  /** @param {string} url */
-  constructor(url) {
-    this.url = url;
-    this.readyState = 0;
-    /** @type {any[]} */ this.sent = [];
-    FakeWebSocket.instances.push(this);
-  }
-
-  /** @param {string} data */
-  send(data) {
-    this.sent.push(JSON.parse(data));
-  }
-
-  close() {
-    this.readyState = 3;
-  }
-
-  open() {
-    this.readyState = 1;
-    this.onopen?.({});
-  }
-
-  /** @param {object} frame */
-  receive(frame) {
-    this.onmessage?.({ data: JSON.stringify(frame) });
-  }
-
-  /** @param {number} code */
-  drop(code, reason = "") {
-    this.readyState = 3;
-    this.onclose?.({ code, reason });
-  }
-}
-
-function fakeClient() {
-  FakeWebSocket.instances = [];
-  const client = new Client({
-    baseUrl: "http://127.0.0.1:1",
-    WebSocket: FakeWebSocket,
-    fetch: async () => new Response("{}"),
-    backoff: { base: 1, cap: 2 },
-    idleTimeout: 0,
-  });
-  return client;
-}
 
 const until = async (/** @type {() => boolean} */ predicate) => {
   while (!predicate()) await new Promise((done) => setTimeout(done, 1));

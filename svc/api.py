@@ -55,6 +55,7 @@ class ServingGateway(Protocol):
 
 
 STATIC = Path(__file__).parent / "static"
+DASHBOARD_ASSETS = STATIC / "dashboard"
 # The JS SDK the pages import: inside an installed wheel (setup.py copies it there), else this checkout's.
 SDK_SOURCE = next(
     (
@@ -393,6 +394,8 @@ def build_asgi(gateway: ServingGateway) -> tuple[FastAPI, ASGIApp]:
     app.router.routes.extend(router.routes)
     if SDK_SOURCE is not None:
         app.mount("/sdk", StaticFiles(directory=SDK_SOURCE), name="sdk")
+    # The dashboard page's own ES modules (imported relative to /dashboard, so a prefix carries over).
+    app.mount("/dashboard-assets", StaticFiles(directory=DASHBOARD_ASSETS, check_dir=False), name="dashboard")
     app.openapi = lambda: openapi(app)  # type: ignore[method-assign]
     sockets = {
         "watch_task": partial(task_socket_from_asgi, gateway),

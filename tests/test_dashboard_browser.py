@@ -1,6 +1,6 @@
 """The live dashboard (GET /dashboard) in Debian's headless Chromium against real processes: tasks appear
 and progress without a reload, a failure's history and Retry, a killed worker goes offline, a run of 200
-tasks, 10,000 rows that stay responsive, and the API key flow.
+tasks, 10,000 rows that stay responsive, time left on running tasks, and the API key flow.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -467,3 +468,94 @@ async def test_reconnects_after_1013_and_the_next_snapshot_replaces_the_state(
     assert [json.loads(message) for message in sent] == [{"op": "auth", "key": ""}] * 2
     dashboard.assert_clean()
     await page.close()
+
+
+async def test_running_tasks_show_time_left_from_their_progress_else_from_runtimes(
+    browser: Browser, api: Service
+) -> None:
+    """A running task with progress shows the time its rate since STARTED leaves; one without, its name's
+    p50 runtime (GET /tasks, else the feed's rates) minus its age; a finished one none."""
+    page = await browser.new_page(viewport=VIEWPORT)
+    dashboard = Dashboard(page)
+    now = time.time()
+
+    def running(index: int, name: str, **fields: Any) -> dict[str, Any]:
+        row = synthetic_row(index, now)
+        return {
+            **row,
+            "name": name,
+            "state": "STARTED",
+            "submitted": now - 20,
+            "started": now - 10,
+            "updated": now - 10,
+            "ended": None,
+            "runtime": None,
+            "progress": None,
+            "result": None,
+            "error": None,
+            **fields,
+        }
+
+    rows = [
+        # 4 of 10 in the 10 s since STARTED: 6 more at 2.5 s each.
+        running(1, "synthetic_progress", state="PROGRESS", updated=now, progress={"current": 4, "total": 10}),
+        running(2, "synthetic_catalogued"),  # p50 40 s (GET /tasks), 10 s old
+        running(3, "synthetic_rated"),  # p50 25 s (the feed's rates), 10 s old
+        {**synthetic_row(0, now), "name": "synthetic_catalogued"},  # SUCCESS
+    ]
+    snapshot = empty_snapshot(now, rows)
+    snapshot["rates"] = {"synthetic_rated": {"per_minute": {}, "totals": {}, "p50": 25.0, "p95": 50.0}}
+    await fake_dashboard_feed(page, [snapshot])
+    catalogue_calls: list[str] = []
+
+    async def catalogue(route: Any) -> None:
+        catalogue_calls.append(route.request.url)
+        runtime = {"p50": 40.0, "p95": 80.0, "runs": 3}
+        await route.fulfill(json={"tasks": [{"name": "synthetic_catalogued", "runtime": runtime}]})
+
+    await page.route("**/tasks", catalogue)
+    await dashboard.open(api.base_url)
+
+    async def left(index: int, expected: float) -> None:
+        cell = f'{dashboard.row(rows[index]["id"])} [data-testid="time-left"]'
+        handle = await page.wait_for_function(
+            """([selector, expected]) => {
+                const seconds = Number(document.querySelector(selector)?.dataset.seconds);
+                return Math.abs(seconds - expected) < 3 ? seconds : null;
+            }""",
+            arg=[cell, expected],
+            timeout=10_000,
+        )
+        seconds = await handle.json_value()
+        shown = re.fullmatch(r"~(\d+) s left", await page.locator(cell).inner_text())
+        assert shown and abs(int(shown[1]) - seconds) <= 1, (shown, seconds)
+
+    await left(0, 15)
+    await left(1, 30)
+    await left(2, 15)
+    assert await page.locator(f'{dashboard.row(rows[3]["id"])} [data-testid="time-left"]').inner_text() == ""
+    assert catalogue_calls and catalogue_calls[0] == f"{api.base_url}/tasks"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.locator('[data-testid="task-table"]').screenshot(path=ARTIFACTS / "dashboard-time-left.png")
+    dashboard.assert_clean()
+    await page.close()
+
+
+async def test_a_real_task_in_progress_shows_time_left(dashboard: Dashboard, http: httpx.AsyncClient) -> None:
+    """count_to's row shows "~N s left" while it reports progress, and nothing once it succeeded."""
+    counting = (await submit(http, "count_to", n=60, delay=0.1))["task_id"]
+    text = await dashboard.page.wait_for_function(
+        """(id) => {
+            const row = document.querySelector(
+                `[data-testid="task-row"][data-task-id="${id}"][data-state="PROGRESS"]`);
+            const text = row?.querySelector('[data-testid="time-left"]')?.textContent;
+            return text ? text : null;
+        }""",
+        arg=counting,
+        timeout=20_000,
+    )
+    assert re.fullmatch(r"~\d+ s left", await text.json_value())
+    await dashboard.page.wait_for_selector(dashboard.row(counting, "SUCCESS"), timeout=30_000)
+    done = f'{dashboard.row(counting)} [data-testid="time-left"]'
+    assert await dashboard.page.locator(done).inner_text() == ""
+    dashboard.assert_clean()

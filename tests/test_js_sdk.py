@@ -1,4 +1,5 @@
-"""The JS SDK's own suite (node --test: unit, against real svc processes, and in Debian's chromium)."""
+"""The JS SDK's own suite (node --test: unit, against real svc processes, and in Debian's chromium), and
+the dashboard's modules' unit tests (node --test, no DOM)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ def test_js_sdk_suite_passes() -> None:
     )
     assert result.returncode == 0, f"npm test failed:\n{failures}\n…\n{tail}"
     print(tail)
+
+
+@pytest.mark.timeout(120)
+def test_dashboard_modules_unit_tests_pass() -> None:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (scripts/test installs it from Debian where it can)")
+    tests = ROOT / "svc" / "static" / "dashboard" / "test"
+    result = subprocess.run(
+        ["node", "--test", str(tests)], cwd=ROOT, capture_output=True, text=True, timeout=100, check=False
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "# fail 0" in result.stdout

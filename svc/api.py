@@ -17,6 +17,7 @@ from typing import Annotated, Any, Protocol
 import orjson
 from celery import Celery
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -402,5 +403,24 @@ def build_asgi(gateway: ServingGateway) -> tuple[FastAPI, ASGIApp]:
         "watch_many": partial(many_socket_from_asgi, gateway),
     }
     submit_lane = ("submit", partial(submit_from_asgi, gateway))
-    lanes = FastLanes(app, router.routes, submit_lane, sockets, problem_for, settings.max_body_bytes)
+    lanes: ASGIApp = FastLanes(app, router.routes, submit_lane, sockets, problem_for, settings.max_body_bytes)
+    if settings.allowed_origins:
+        # Pages on the allow-listed origins may call the HTTP API as well as open its sockets: CORS on
+        # the FastAPI app (served alone) and in front of the fast lanes (which answer submits before
+        # it). A CORSMiddleware of the user's own around a mount replaces these headers, never doubles
+        # them (Starlette sets each one).
+        app.add_middleware(CORSMiddleware, **cors_options(settings))
+        lanes = CORSMiddleware(lanes, **cors_options(settings))
     return app, lanes
+
+
+def cors_options(settings: Settings) -> dict[str, Any]:
+    """What browsers on ``SVC_ALLOWED_ORIGINS`` may do over HTTP: the API's methods and the headers its
+    clients send (a key in ``Authorization``, never cookies), and read ``Retry-After``."""
+    return {
+        "allow_origins": list(settings.allowed_origins),
+        "allow_methods": ["GET", "POST", "DELETE"],
+        "allow_headers": ["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        "expose_headers": ["Retry-After"],
+        "max_age": 600,
+    }

@@ -202,6 +202,25 @@ async def test_server_sent_events_need_the_task_token_or_a_key_and_count_as_conn
             await client.delete(f"/tasks/{task['task_id']}", params={"terminate": "true"}, headers=keyed())
 
 
+async def test_pages_on_allowed_origins_may_call_the_http_api_and_others_may_not(
+    client: httpx.AsyncClient,
+) -> None:
+    preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    preflight["Access-Control-Request-Headers"] = "authorization,content-type"
+    answered = await client.options("/tasks/add", headers=preflight)
+    assert answered.status_code == 200 and answered.headers["access-control-allow-origin"] == ORIGIN
+    assert "authorization" in answered.headers["access-control-allow-headers"].lower()
+    submitted = await client.post("/tasks/add", json={"args": [1, 2]}, headers={**keyed(), "Origin": ORIGIN})
+    assert submitted.status_code == 202 and submitted.headers["access-control-allow-origin"] == ORIGIN
+    assert submitted.headers.get_list("access-control-allow-origin") == [ORIGIN]  # once, not twice
+    state = await client.get(f"/tasks/{submitted.json()['task_id']}", headers={**keyed(), "Origin": ORIGIN})
+    assert state.headers.get_list("access-control-allow-origin") == [ORIGIN]
+    elsewhere = {**keyed(), "Origin": "https://evil.example"}
+    assert "access-control-allow-origin" not in (await client.get("/tasks", headers=elsewhere)).headers
+    refused = await client.options("/tasks/add", headers={**preflight, "Origin": "https://evil.example"})
+    assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+
+
 async def test_multiplexed_subscribe_checks_each_token(secure: Service, client: httpx.AsyncClient) -> None:
     mine, theirs = await submitted(client), await submitted(client)
     async with websockets.connect(f"{secure.ws_url}/ws?token={mine['token']}") as socket:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 import websockets
@@ -22,12 +22,38 @@ from websockets.asyncio.client import ClientConnection
 from svc.backoff import Reconnects
 from svc.client.errors import SvcClientError
 
-if TYPE_CHECKING:
-    from svc.client.tasks import AsyncTask
-
 log = logging.getLogger("svc.client")
 REFUSED = 1008  # auth or origin: reconnecting cannot help
 MAX_FRAME = 64 * 2**20  # the largest frame taken from the server (a task's result can be big)
+
+
+class Watched(Protocol):
+    """What the socket needs of a watched handle (svc.client.tasks.AsyncTask)."""
+
+    @property
+    def id(self) -> str:
+        """The task or workflow id it subscribes to."""
+
+    @property
+    def token(self) -> str | None:
+        """The task's token."""
+
+    @property
+    def since(self) -> int:
+        """Where a (re)subscription resumes."""
+
+    @property
+    def done(self) -> bool:
+        """True once it has ended."""
+
+    def take(self, frame: dict[str, Any]) -> None:
+        """One frame for it."""
+
+    def refuse(self, detail: str) -> None:
+        """The server will not let it be watched."""
+
+    def fail(self, error: BaseException) -> None:
+        """Watching failed for good."""
 
 
 class MuxSocket:
@@ -40,7 +66,7 @@ class MuxSocket:
         self.headers = headers
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
-        self.watched: dict[str, AsyncTask] = {}
+        self.watched: dict[str, Watched] = {}
         self.connections = 0  # connections opened so far (1 while nothing was lost)
         self._connection: ClientConnection | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -52,7 +78,7 @@ class MuxSocket:
         """True while the connection is up."""
         return self._connection is not None
 
-    def watch(self, handle: AsyncTask) -> None:
+    def watch(self, handle: Watched) -> None:
         """Deliver ``handle``'s frames to it from now on (subscribing at once if connected)."""
         if self._closed:
             handle.fail(SvcClientError("the client is closed"))
@@ -68,7 +94,7 @@ class MuxSocket:
                 {"op": "subscribe", "task_id": handle.id, "token": handle.token, "since": handle.since}
             )
 
-    def unwatch(self, handle: AsyncTask) -> None:
+    def unwatch(self, handle: Watched) -> None:
         """Stop delivering ``handle``'s frames (unsubscribing if it has not ended)."""
         if self.watched.get(handle.id) is handle:
             del self.watched[handle.id]
@@ -165,7 +191,7 @@ class MuxSocket:
             handle.fail(error)
 
 
-def subscribe_frame(handle: AsyncTask) -> dict[str, Any]:
+def subscribe_frame(handle: Watched) -> dict[str, Any]:
     """The subscribe frame of a handle, from where it is (``since``: the newest seq it took)."""
     return {"op": "subscribe", "task_id": handle.id, "token": handle.token, "since": handle.since}
 

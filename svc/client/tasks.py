@@ -13,23 +13,50 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from svc.client.errors import SubscriptionRefused, TaskError, error_for_event
 
-if TYPE_CHECKING:
-    from svc.client.asyncclient import AsyncClient
-
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 DEFAULT_STREAM = "output"
+
+
+class Socket(Protocol):
+    """What a handle needs of its client's socket (svc.client.socket.MuxSocket)."""
+
+    def watch(self, handle: AsyncTask) -> None:
+        """Deliver ``handle``'s frames to it."""
+
+    def unwatch(self, handle: AsyncTask) -> None:
+        """Stop delivering them."""
+
+
+class Owner(Protocol):
+    """What a handle needs of its client (svc.client.asyncclient.AsyncClient): kept narrow, so that the
+    two modules do not import each other."""
+
+    @property
+    def socket(self) -> Socket:
+        """The client's one WebSocket."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """One HTTP call to a route of the API."""
 
 
 class AsyncTask:
     """A task (or workflow) watched over the client's one socket."""
 
-    def __init__(self, client: AsyncClient, task_id: str, token: str | None, name: str | None = None) -> None:
+    def __init__(self, client: Owner, task_id: str, token: str | None, name: str | None = None) -> None:
         self.id = task_id
         self.token = token
         self.name = name

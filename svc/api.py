@@ -250,7 +250,7 @@ async def task_events(
             raise BadRequest(ws.SINCE_ERROR if resume is None else "task_id is malformed")
         host = request.client.host if request.client else None
         client = auth.client_identity(runtime.settings, authorization, host)
-        if runtime.connections_by_client[client] >= runtime.settings.ws_max_connections:
+        if runtime.connections_full(client):
             raise TooManyConnections("too many connections from this client")
         return sse.event_stream(runtime, task_id, resume, client)
     recorded = await runtime.history.all(task_id)

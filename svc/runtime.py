@@ -172,6 +172,10 @@ class Runtime:
             await self.backend_redis.aclose()
         await self.redis.aclose()
 
+    def connections_full(self, client: str) -> bool:
+        """True when ``client`` holds as many sockets and event streams as SVC_WS_MAX_CONNECTIONS allows."""
+        return self.connections_by_client[client] >= self.settings.ws_max_connections
+
     def admit_connection(self, connection: object, client: str) -> None:
         """Count an accepted WebSocket (for shutdown, /metrics and the per-client limit)."""
         self.connections.add(connection)

@@ -340,7 +340,7 @@ async def admit(runtime: Runtime, websocket: WebSocket) -> bool:
     if not origin_allowed(runtime, websocket):
         await refuse(websocket, "origin not allowed")
         return False
-    if runtime.connections_by_client[client_of(runtime, websocket)] >= runtime.settings.ws_max_connections:
+    if runtime.connections_full(client_of(runtime, websocket)):
         await refuse(websocket, "too many connections from this client", CLOSE_TRY_LATER)
         return False
     return True

@@ -184,8 +184,11 @@ async def test_server_sent_events_need_the_task_token_or_a_key_and_count_as_conn
     opened = [await stream.__aenter__() for stream in streams]
     try:
         assert [response.status_code for response in opened] == [200, 200, 200]
-        for response in opened:  # each has begun: its first bytes (a comment) came
-            assert (await anext(response.aiter_text())).startswith(":")
+        # Each has begun: its first bytes (a comment) came. The readers are kept: a reader dropped half
+        # read is finalized by the garbage collector, and httpx then closes that stream's connection.
+        readers = [response.aiter_text() for response in opened]
+        for reader in readers:
+            assert (await anext(reader)).startswith(":")
         fourth = sleeping[3]
         async with client.stream(
             "GET", f"/tasks/{fourth['task_id']}/events", params={"token": fourth["token"]}, headers=sse

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import os
@@ -121,11 +122,14 @@ def _until(ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Pat
 
 
 @contextmanager
-def api_service(redis_url: str, port: int | None = None, **env: str) -> Iterator[Api]:
-    """One ``svc api`` process (bench/serve.py: svc's own command, with the /bench/* endpoints added), on
-    ``port`` (a free one by default)."""
+def api_service(redis_url: str, port: int | None = None, workers: int = 1, **env: str) -> Iterator[Api]:
+    """One ``svc api`` (bench/serve.py: svc's own command, with the /bench/* endpoints added), on
+    ``port`` (a free one by default), in ``workers`` processes (``--workers``; the Api's pid is then
+    their parent's, and every process exists when this yields)."""
     port = port or free_port()
     args = ["bench.serve", "api", "--port", str(port), "--log-level", "warning"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
     process, log = _spawn(args, SVC_TREE, bench_env(redis_url, **env), "api")
     base = f"http://127.0.0.1:{port}"
 
@@ -137,6 +141,8 @@ def api_service(redis_url: str, port: int | None = None, **env: str) -> Iterator
 
     try:
         _until(healthy, process, log, "API")
+        processes = 1 if workers == 1 else workers + 1  # with --workers, a parent and its processes
+        _until(lambda: len(process_tree(process.pid)) >= processes, process, log, "API processes")
         yield Api(base, process.pid, log)
     finally:
         _stop(process)
@@ -243,18 +249,38 @@ def start_clients(
     return pipes, processes
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (``svc api --workers N``'s processes), from /proc."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        with contextlib.suppress(OSError):
+            children = Path(f"/proc/{tree[index]}/task/{tree[index]}/children").read_text()
+            tree.extend(int(child) for child in children.split())
+        index += 1
+    return tree
+
+
 def rss_kib(pid: int) -> int:
-    """Resident set size of ``pid`` in KiB (VmRSS from /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size of ``pid`` and its descendants in KiB (VmRSS from /proc; pages a fork shares
+    are counted in each process, so compare two readings of one tree, never two trees' totals)."""
+    total = 0
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+                break
+        else:
+            raise RuntimeError(f"no VmRSS for pid {member}")
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time ``pid`` and its live descendants have used so far, from /proc."""
+    ticks = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -80,7 +80,10 @@ FIRST_EVENT_TIMEOUT = 60.0  # a socket's handshake done, how long its first even
 # ``svc-ws``: svc api again, its subscribers on the multiplexed ``/ws`` (a subscribe frame each, and the
 # client closes after the terminal event) instead of ``/ws/tasks/{id}``.
 MULTIPLEXED = "svc-ws"
-SERVERS = ("svc", MULTIPLEXED, "ceiling", *PEERS)
+# ``svc-2``: `svc api --workers 2`, its subscribers on ``/ws/tasks/{id}`` as for ``svc``: the scaling of one
+# machine's API over two processes (CPU and memory are the two processes' and their parent's).
+TWO_PROCESSES = "svc-2"
+SERVERS = ("svc", MULTIPLEXED, TWO_PROCESSES, "ceiling", *PEERS)
 # The one server whose clients speak Socket.IO (Engine.IO v4 over the WebSocket transport, straight
 # away: no polling first); every other one serves svc's plain /ws/tasks/{id} frames.
 SOCKETIO = "socketio"
@@ -386,7 +389,8 @@ def run_size(
     ``svc``, that server beside it: the ceiling or a peer)."""
     with contextlib.ExitStack() as stack:
         redis_server = stack.enter_context(private_redis())
-        api = stack.enter_context(api_service(redis_server.url, **api_env))
+        workers = 2 if server == TWO_PROCESSES else 1
+        api = stack.enter_context(api_service(redis_server.url, workers=workers, **api_env))
         if server == "ceiling":
             served = stack.enter_context(ceiling_service(redis_server.url))
         elif server in PEERS:
@@ -405,6 +409,8 @@ def ms(values: list[float], q: float) -> str:
 
 SERVER_PROSE = {
     "svc": "`svc` is `svc api` itself",
+    "svc-2": "`svc-2` is `svc api --workers 2`, two processes on one port, each its own bridge (CPU and "
+    "memory are the two processes' and their parent's)",
     "svc-ws": "`svc-ws` is `svc api` with its subscribers on the multiplexed `/ws` (a subscribe frame "
     "each; the client closes after the terminal event)",
     "ceiling": "`ceiling` is bench/ceiling.py (each event's frame encoded once and written to every "
@@ -437,15 +443,15 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
     """The markdown section."""
     servers = list(dict.fromkeys(out.server for out in outcomes))
     lines = [
-        "## Fan-out: concurrent WebSocket subscribers on one server process",
+        "## Fan-out: concurrent WebSocket subscribers on one server process (or two: `svc-2`)",
         "",
         f"`python -m bench.fanout --subscribers {options.subscribers} --tasks {options.tasks} "
         f"--clients {options.clients} --servers {options.servers}` — subscribers spread evenly over "
         f"{options.tasks} `add` tasks held "
         f"in a queue until everyone watches; {options.clients} client processes; a fresh server process "
         f"per size and server; one worker (concurrency 2); {provenance()}; {platform.machine()}, "
-        f"{dt.date.today().isoformat()}. {describe_servers(servers)} Every server but `svc` and `svc-ws` "
-        "has a `svc api` beside it that takes the submits; only the serving process is measured. "
+        f"{dt.date.today().isoformat()}. {describe_servers(servers)} Every server but `svc`, `svc-ws` and "
+        "`svc-2` has a `svc api` beside it that takes the submits; only the serving process is measured. "
         "Delay = client receive time minus the event's `ts` (worker's publish), over every live frame "
         "(RECEIVED, STARTED, SUCCESS). Baseline: one raw `redis.asyncio` SUBSCRIBE client on the same "
         "channels, same run. Server CPU per frame: the serving process's CPU time over the delivery "
@@ -501,14 +507,33 @@ def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
         "processes share the machine's 2 cores with the server and the worker and take one frame per "
         "subscriber, where the Redis-only column takes each event once; the server's own cost is the "
         'CPU column. "deliver s" runs from starting the worker to the last client\'s report, worker '
-        "start-up included. The Redis connections of every server but `svc` and `svc-ws` include those "
-        "of the `svc api` beside it that submitted the tasks; the ceiling's memory per subscriber is what a "
-        "socket costs with no framework and no buffers of its own."
+        "start-up included. The Redis connections of every server but `svc`, `svc-ws` and `svc-2` include "
+        "those of the `svc api` beside it that submitted the tasks; the ceiling's memory per subscriber is "
+        "what a socket costs with no framework and no buffers of its own."
     )
+    lines += scaling(outcomes)
     for out in outcomes:
         if out.errors:
             lines.append(f"\nClient errors, {out.server} at {out.subscribers:,}: {'; '.join(out.errors[:3])}")
     return "\n".join(lines)
+
+
+def scaling(outcomes: list[Outcome]) -> list[str]:
+    """Lines comparing ``svc-2`` with ``svc`` at each size both were measured at."""
+    one = {out.subscribers: out for out in outcomes if out.server == "svc"}
+    lines = []
+    for two in (out for out in outcomes if out.server == TWO_PROCESSES and out.subscribers in one):
+        single = one[two.subscribers]
+        p50 = f"p50 {ms(two.svc_delays, 50)} against {ms(single.svc_delays, 50)} ms"
+        deliver = f"deliver {two.deliver_seconds:.1f} against {single.deliver_seconds:.1f} s"
+        cpu = f"{two.cpu_per_frame_us:.0f} against {single.cpu_per_frame_us:.0f} µs of CPU per frame"
+        connect = f"connect {two.connect_seconds:.1f} against {single.connect_seconds:.1f} s"
+        lines.append(
+            f"\nTwo processes against one at {two.subscribers:,} subscribers: {p50}, {deliver}, {cpu}, "
+            f"{connect} (the clients share the same 2 cores, so the wall times cannot show what a second "
+            "core of the API's own would give)."
+        )
+    return lines
 
 
 def main() -> None:

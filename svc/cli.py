@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -64,12 +65,18 @@ def gateway_for(spec: str | None) -> Gateway:
 
 
 def run_api(
-    host: str, port: int, log_level: str = "info", loop: str = "auto", app: str | None = None
-) -> None:
+    host: str,
+    port: int,
+    log_level: str = "info",
+    loop: str = "auto",
+    app: str | None = None,
+    workers: int = 1,
+) -> int:
     """Serve ``app``'s gateway with svc's WebSocket protocol (svc.edge.wsprotocol: frames encoded once,
     one keepalive timer) and limits, its slow-client guards (svc.edge.http_guard), token redaction in
     uvicorn's logs and a graceful shutdown (close 1001), on ``loop`` (asyncio, uvloop or auto: uvloop
-    when installed)."""
+    when installed), in ``workers`` processes sharing one listening socket (svc.edge.processes); the
+    exit status."""
     import asyncio
 
     import uvicorn
@@ -107,12 +114,28 @@ def run_api(
         ws_per_message_deflate=False,
         timeout_graceful_shutdown=10,
     )
-    server = GracefulServer(config)
-    tune_gc()
-    if loop == "asyncio":
-        asyncio.run(server.serve())
-    else:
-        server.run()  # with the loop factory of config.loop
+
+    def serve(sockets: list[socket.socket] | None = None) -> None:
+        server = GracefulServer(config)
+        tune_gc()
+        if loop == "asyncio":
+            asyncio.run(server.serve(sockets))
+        else:
+            server.run(sockets)  # with the loop factory of config.loop
+
+    if workers <= 1:
+        serve()
+        return 0
+    from svc.edge.processes import listening_socket, supervise
+
+    try:
+        shared = listening_socket(host, port)
+    except OSError as exc:
+        print(f"svc api: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    log = logging.getLogger("svc.api")
+    log.info("event=api_listening url=http://%s:%d processes=%d", host, port, workers)
+    return supervise(workers, lambda: serve([shared]))
 
 
 # Young-generation threshold of svc api's collector (CPython's default is 700): a burst of thousands of
@@ -260,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--log-level", default="info")
     api.add_argument(
+        "--workers", type=positive, default=1, help="API processes sharing the port (each its own bridge)"
+    )
+    api.add_argument(
         "--loop", choices=("asyncio", "uvloop", "auto"), default="auto", help="auto: uvloop when installed"
     )
     commands.add_parser("worker", help="a Celery worker (extra options go to celery worker)", add_help=False)
@@ -276,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             app, rest = split_app_option(rest)
         app = app or os.environ.get("SVC_APP") or None
         if args.command == "api":
-            run_api(args.host, args.port, args.log_level, args.loop, app)
+            return run_api(args.host, args.port, args.log_level, args.loop, app, args.workers)
         elif args.command == "worker":
             run_worker(rest, app)
         elif args.command == "beat":
@@ -287,6 +313,17 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     return 0
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def split_app_option(argv: list[str]) -> tuple[str | None, list[str]]:

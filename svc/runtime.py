@@ -14,6 +14,7 @@ from celery import Celery
 from celery._state import _set_task_join_will_block
 from redis.exceptions import RedisError
 
+from svc import redis_clients
 from svc.bridge import Bridge
 from svc.enqueue.control import TaskControl
 from svc.enqueue.ratelimit import RateLimiter
@@ -43,12 +44,13 @@ async def _warn_if_evicting(redis: aioredis.Redis) -> None:
 
 
 def _plain_backend(app: Celery) -> bool:
-    """True when the app's result keys can be read straight from Redis: Celery's Redis backend storing
-    JSON (another serialiser, or a backend class of the app's own, is read through Celery)."""
-    from celery.backends.redis import RedisBackend
+    """True when the app's result keys can be read straight from Redis: Celery's Redis (or Sentinel)
+    backend storing JSON (another serialiser, or a backend class of the app's own, is read through
+    Celery)."""
+    from celery.backends.redis import RedisBackend, SentinelBackend
 
     backend = app.backend
-    return type(backend) is RedisBackend and app.conf.result_serializer == "json"
+    return type(backend) in (RedisBackend, SentinelBackend) and app.conf.result_serializer == "json"
 
 
 @dataclass
@@ -83,8 +85,9 @@ class Runtime:
         _set_task_join_will_block(True)
         # A blocking pool: a burst of requests waits for a connection (up to the timeout) instead of
         # failing with "too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
+        redis = redis_clients.async_client(
             wiring.events_url,
+            blocking=True,
             max_connections=64,
             timeout=settings.redis_timeout,
             socket_timeout=settings.redis_timeout,
@@ -92,18 +95,19 @@ class Runtime:
             health_check_interval=30,
             client_name="svc-api",
         )
-        redis = aioredis.Redis(connection_pool=pool)
         await _warn_if_evicting(redis)
         backend_redis: aioredis.Redis | None = None
-        if wiring.backend_url is not None and wiring.backend_is_redis and _plain_backend(app):
+        if wiring.backend_redis_url is not None and _plain_backend(app):
             backend_redis = (
                 redis
-                if wiring.backend_url == wiring.events_url
-                else aioredis.Redis.from_url(wiring.backend_url, socket_timeout=settings.redis_timeout)
+                if wiring.backend_redis_url == wiring.events_url
+                else redis_clients.async_client(
+                    wiring.backend_redis_url, socket_timeout=settings.redis_timeout
+                )
             )
         history = History(redis, settings.namespace, app, backend_redis)
         # The bridge's pub/sub socket blocks on reads by design: give it no socket timeout of its own.
-        pubsub_redis = aioredis.Redis.from_url(
+        pubsub_redis = redis_clients.async_client(
             wiring.events_url, socket_connect_timeout=settings.redis_timeout, client_name="svc-bridge"
         )
         bridge = Bridge(pubsub_redis, history, settings.namespace)

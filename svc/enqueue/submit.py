@@ -24,6 +24,7 @@ from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import NoScriptError, RedisError
 
+from svc import redis_clients
 from svc.batcher import Batcher
 from svc.enqueue import idempotency
 from svc.enqueue.message import Prepared, Routes, SubmitOptions, new_id, prepare, redis_envelope
@@ -80,8 +81,8 @@ class Submitter:
         self.broker_redis = (
             events_redis
             if self.broker_is_events_redis or not self.broker_is_redis
-            else aioredis.Redis.from_url(
-                wiring.broker_url,
+            else redis_clients.async_client(
+                wiring.broker_redis_url or wiring.broker_url,
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,
             )

@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from svc import redis_clients
 from svc.settings import Settings
 from svc.wire import events
 from svc.wiring import Wiring, wiring_for
@@ -85,7 +86,7 @@ class Instrumentation:
             else:
                 timeout, retry = 5.0, Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=30)
                 retry_on = [RedisConnectionError, RedisTimeoutError]
-            client = redis.Redis.from_url(
+            client = redis_clients.sync_client(
                 self.wiring.events_url,
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,

@@ -1,6 +1,7 @@
 """What svc adds to its workers' consumer so that no message stops them and none is forgotten.
 
-:func:`configure_transport` sets, on the app, for a ``redis://``/``rediss://`` broker:
+:func:`configure_transport` sets, on the app, for a ``redis://``/``rediss://`` broker (for kombu's
+``sentinel://`` one, ``svc.worker.transport:SentinelTransport``, the same on a Sentinel-found master):
 
 - ``broker_transport = "svc.worker.transport:Transport"``: kombu's Redis transport that parks entries it
   cannot make a message of, instead of dying on them (an explicit transport wins over the URL scheme in
@@ -43,11 +44,13 @@ from kombu.transport import redis as kombu_redis
 from svc.wiring import broker_url_of
 from svc.worker import publisher
 from svc.worker.transport import Parked, task_identity
+from svc.worker.transport import SentinelTransport as SvcSentinelTransport
 from svc.worker.transport import Transport as SvcTransport
 
 log = logging.getLogger("svc.worker.steps")
 
 TRANSPORT = "svc.worker.transport:Transport"
+SENTINEL_TRANSPORT = "svc.worker.transport:SentinelTransport"
 
 
 def configure_transport(app: Celery, namespace: str) -> None:
@@ -58,6 +61,8 @@ def configure_transport(app: Celery, namespace: str) -> None:
         app.conf.broker_transport = TRANSPORT
         if broker_url.startswith("rediss://") and not app.conf.broker_use_ssl:
             app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_NONE}
+    elif broker_url.startswith("sentinel://"):
+        app.conf.broker_transport = SENTINEL_TRANSPORT
     app.conf.broker_transport_options = {
         **(app.conf.broker_transport_options or {}),
         "svc_namespace": namespace,
@@ -116,7 +121,7 @@ class RejectUnrunnable(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def start(self, c: Any) -> None:
         transport = c.connection.transport
-        if isinstance(transport, SvcTransport):
+        if isinstance(transport, SvcTransport | SvcSentinelTransport):
             transport.on_parked = lambda parked: _fail_parked(c.app, parked)
 
 

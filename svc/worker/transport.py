@@ -246,3 +246,17 @@ class Transport(kombu_redis.Transport):
 
     Channel = Channel
     on_parked: Callable[[Parked], None] | None = None
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (the master found through the sentinels) that parks like :class:`Channel`."""
+
+    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options, "svc_namespace")  # type: ignore[assignment]
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    """kombu's Sentinel transport (``sentinel://`` brokers) with svc's :class:`SentinelChannel`;
+    ``on_parked`` as on :class:`Transport`."""
+
+    Channel = SentinelChannel
+    on_parked: Callable[[Parked], None] | None = None

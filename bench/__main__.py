@@ -15,7 +15,18 @@ import time
 
 from bench.common import ROOT
 
-BENCHMARKS = ["guard", "submit", "latency", "loop_lag", "fanout", "idle", "streams", "client", "profiles"]
+BENCHMARKS = [
+    "guard",
+    "submit",
+    "latency",
+    "loop_lag",
+    "fanout",
+    "idle",
+    "streams",
+    "cluster",
+    "client",
+    "profiles",
+]
 
 
 def main() -> None:

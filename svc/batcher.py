@@ -13,6 +13,12 @@ redis-py's pipeline packs in Python and adds per-command bookkeeping (a timeout 
 pool checkout per trip) that cost more than a submit's own work (BENCHMARKS.md). A trip that fails is
 not retried (a retry after a write that reached Redis would push a task twice); its callers get the
 error, and the API answers 503.
+
+On a Redis Cluster, :class:`ClusterBatcher` splits each caller's commands by the primary that owns
+their key's slot and runs each part on that node's Batcher (so a caller's commands keep their order on
+each node). A command a node answers ``MOVED`` (its slot has another owner since: a failover or a
+migration) was not run there: the slot map is reloaded and that command alone sent to the new owner,
+once; ``ASK`` (a slot being migrated) sends it to the node named, after ``ASKING``.
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.exceptions import AskError, MovedError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from svc.topology import Address, Topology
 
 Command = tuple[Any, ...]
-Caller = tuple[list[Command], asyncio.Future[list[Any]]]
+Caller = tuple[list[Command], asyncio.Future[list[Any]], bool]  # commands, replies, errors in place
 
 
 class Batcher:
@@ -50,6 +60,14 @@ class Batcher:
 
         Raises the first command error (e.g. ``ResponseError``) or the connection error of the trip.
         """
+        return await self._execute(commands, False)
+
+    async def execute_each(self, *commands: Command) -> list[Any]:
+        """As :meth:`execute`, with a command's error reply (``ResponseError``) returned in its place
+        instead of raised; a connection error of the trip is still raised."""
+        return await self._execute(commands, True)
+
+    async def _execute(self, commands: tuple[Command, ...], errors_in_place: bool) -> list[Any]:
         loop = asyncio.get_running_loop()
         while self._in_flight >= self.max_queued:
             room = loop.create_future()
@@ -58,7 +76,7 @@ class Batcher:
         self._in_flight += 1
         try:
             future: asyncio.Future[list[Any]] = loop.create_future()
-            self._queue.append((list(commands), future))
+            self._queue.append((list(commands), future, errors_in_place))
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush())
             return await future
@@ -79,11 +97,11 @@ class Batcher:
                 try:
                     if connection is None:
                         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-                    commands = [command for commands, _ in batch for command in commands]
+                    commands = [command for commands, _, _ in batch for command in commands]
                     replies = await self._round_trip(connection, commands)
                 except BaseException as exc:
                     failure = exc if isinstance(exc, Exception) else ConnectionError("flush cancelled")
-                    for _, future in batch:
+                    for _, future, _ in batch:
                         if not future.done():
                             future.set_exception(failure)
                     if connection is not None:
@@ -124,13 +142,90 @@ class Batcher:
 def _settle(batch: list[Caller], replies: list[Any]) -> None:
     """Hand each caller its slice of the replies, or its first error reply."""
     position = 0
-    for commands, future in batch:
+    for commands, future, errors_in_place in batch:
         mine = replies[position : position + len(commands)]
         position += len(commands)
         if future.done():
             continue
-        error = next((reply for reply in mine if isinstance(reply, Exception)), None)
+        error = (
+            None if errors_in_place else next((reply for reply in mine if isinstance(reply, Exception)), None)
+        )
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(mine)
+
+
+def routing_key(command: Command) -> str | bytes:
+    """The key a command's node is chosen by: an EVAL's or EVALSHA's first key, else the first argument."""
+    if str(command[0]).upper() in ("EVAL", "EVALSHA") and int(command[2]) > 0:
+        return command[3]  # type: ignore[no-any-return]
+    return command[1]  # type: ignore[no-any-return]
+
+
+class ClusterBatcher:
+    """:class:`Batcher`'s ``execute`` on a Redis Cluster: each command runs on the primary of its slot."""
+
+    def __init__(self, topology: Topology, max_batch: int = 512, max_queued: int = 10_000) -> None:
+        self.topology = topology
+        self.max_batch = max_batch
+        self.max_queued = max_queued
+        self._batchers: dict[Address, Batcher] = {}
+
+    @property
+    def round_trips(self) -> int:
+        """Round trips made so far, over every node."""
+        return sum(batcher.round_trips for batcher in self._batchers.values())
+
+    def _batcher(self, address: Address) -> Batcher:
+        made = self._batchers.get(address)
+        if made is None:
+            client = self.topology.client(address)
+            made = self._batchers[address] = Batcher(client, self.max_batch, self.max_queued)
+        return made
+
+    async def execute(self, *commands: Command) -> list[Any]:
+        """Run ``commands`` (each on the primary of its key's slot); their replies, in order. Raises as
+        :meth:`Batcher.execute` does; a lost node's error also has the slot map reloaded for the next
+        callers."""
+        groups: dict[Address, list[int]] = {}
+        for index, command in enumerate(commands):
+            groups.setdefault(self.topology.owner(routing_key(command)), []).append(index)
+        replies: list[Any] = [None] * len(commands)
+        parts = list(groups.items())
+        try:
+            outcomes = await asyncio.gather(
+                *(
+                    self._batcher(address).execute_each(*(commands[i] for i in indices))
+                    for address, indices in parts
+                )
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            await self.topology.refresh()
+            raise
+        for (_, indices), outcome in zip(parts, outcomes, strict=True):
+            for index, reply in zip(indices, outcome, strict=True):
+                replies[index] = reply
+        for index, reply in enumerate(replies):
+            if isinstance(reply, ResponseError):
+                replies[index] = await self._redirected(commands[index], reply)
+        error = next((reply for reply in replies if isinstance(reply, Exception)), None)
+        if error is not None:
+            raise error
+        return replies
+
+    async def _redirected(self, command: Command, error: ResponseError) -> Any:
+        """The reply of a command answered MOVED or ASK, sent where Redis said (once); other errors as
+        they are (redis-py parses those replies into MovedError and AskError, a MovedError being one)."""
+        if not isinstance(error, AskError):
+            return error
+        address = (str(error.host), int(error.port))
+        if isinstance(error, MovedError):
+            await self.topology.refresh()  # for the callers that come next
+            (reply,) = await self._batcher(address).execute_each(command)
+            return reply
+        _, reply = await self._batcher(address).execute_each(("ASKING",), command)
+        return reply
+
+
+AnyBatcher = Batcher | ClusterBatcher  # what a caller of ``execute`` may hold

@@ -12,6 +12,13 @@ connection is lost (Redis restart, network cut, or a probe that does not come ba
 reconnects with backoff, re-subscribes every channel and repeats step 2-3 for every subscriber.
 When the history cannot prove there was no gap, the subscriber gets the newest event marked
 ``"recovered": false``. The listener never awaits a subscriber: sinks are non-blocking queues.
+
+On a Redis Cluster (a ``sharded`` layout) one Bridge serves one shard: it holds one connection to that
+shard's primary and uses sharded pub/sub (``SSUBSCRIBE``, one command per hash slot, as Redis requires;
+``SPUBLISH`` for its probe, on a channel of a slot the shard owns). svc.sharded_bridge routes each task to
+the Bridge of the shard that owns its slot, and moves subscriptions between Bridges (:meth:`Bridge.adopt`,
+:meth:`Bridge.release`) when a failover or a slot migration moves a slot; ``on_trouble`` tells it when to
+look: the connection was lost, or Redis unsubscribed a channel this Bridge still wants (its slot moved).
 """
 
 from __future__ import annotations
@@ -22,16 +29,18 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import MovedError, RedisError, ResponseError
 
 from svc.backoff import Reconnects
 from svc.fanout.history import History
 from svc.flag import Flag
+from svc.keyspace import Layout
 from svc.wire import events
 
 log = logging.getLogger("svc.bridge")
@@ -93,15 +102,58 @@ class Subscription:
             self.done = True
 
 
-class Bridge:
-    """Owns the process's pub/sub connection and routes each task channel to its local subscribers."""
+class Watching:
+    """``watch`` over a class's ``open`` and ``close`` (a :class:`Bridge`, or one per shard)."""
 
-    def __init__(self, redis: aioredis.Redis, history: History, namespace: str) -> None:
+    async def open(self, task_id: str, since: int, sink: Sink) -> Subscription:
+        """Start a subscription; its backlog is delivered before this returns."""
+        raise NotImplementedError
+
+    async def close(self, subscription: Subscription) -> None:
+        """End a subscription."""
+        raise NotImplementedError
+
+    @contextlib.asynccontextmanager
+    async def watch(self, task_id: str, since: int, sink: Sink) -> AsyncIterator[Subscription]:
+        """Deliver ``task_id``'s events with ``seq > since`` to ``sink`` for the life of the block."""
+        subscription = await self.open(task_id, since, sink)
+        try:
+            yield subscription
+        finally:
+            await self.close(subscription)
+
+
+class Bridge(Watching):
+    """Owns the process's pub/sub connection (on a cluster: one shard's) and routes each task channel to
+    its local subscribers.
+
+    ``layout`` (one Redis's, by default) names the task channels; a sharded one makes this Bridge use
+    sharded pub/sub, with ``probe_channel`` (which must hash to a slot of its shard) for its probe.
+    ``on_trouble(bridge, channel)`` is called, without being awaited, when the connection was lost
+    (``channel`` None) or Redis unsubscribed ``channel`` although it is still wanted.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        history: History,
+        namespace: str,
+        *,
+        layout: Layout | None = None,
+        probe_channel: str | None = None,
+        on_trouble: Callable[[Bridge, str | None], None] | None = None,
+    ) -> None:
         self.redis = redis
         self.history = history
         self.namespace = namespace
+        self.layout = layout or Layout(namespace)
+        self.sharded = self.layout.sharded
+        self._subscribe, self._unsubscribe = (
+            ("ssubscribe", "sunsubscribe") if self.sharded else ("subscribe", "unsubscribe")
+        )
+        self._on_trouble = on_trouble
         self.owner = uuid.uuid4().hex
-        self._probe_channel = events.probe_channel(namespace, self.owner)
+        self._probe_channel = probe_channel or events.probe_channel(namespace, self.owner)
         self._subscribers: dict[str, set[Subscription]] = {}
         self._confirmed: dict[str, Flag] = {}
         self._unconfirmed: dict[str, int] = {}
@@ -143,32 +195,58 @@ class Bridge:
 
     # subscribing -----------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def watch(self, task_id: str, since: int, sink: Sink) -> AsyncIterator[Subscription]:
-        """Deliver ``task_id``'s events with ``seq > since`` to ``sink`` for the life of the block."""
-        subscription = await self.open(task_id, since, sink)
-        try:
-            yield subscription
-        finally:
-            await self.close(subscription)
-
     async def open(self, task_id: str, since: int, sink: Sink) -> Subscription:
         """Start a subscription (prefer :meth:`watch`); its backlog is delivered before this returns."""
-        channel = events.task_channel(self.namespace, task_id)
+        channel = self.layout.task_channel(task_id)
         subscription = Subscription(task_id, channel, since, sink)
-        subscribers = self._subscribers.get(channel)
-        if subscribers is None:
-            self._subscribers[channel] = {subscription}
-            self._confirmed[channel] = Flag()
-            await self._send("subscribe", channel)
-        else:
-            subscribers.add(subscription)
+        await self.adopt([subscription])
         try:
             await self._resync(subscription)
         except BaseException:
             await self.close(subscription)  # never leave a subscription behind that nobody holds
             raise
         return subscription
+
+    async def adopt(self, subscriptions: Iterable[Subscription], resync: bool = False) -> None:
+        """Take subscriptions on (subscribing their channels); ``resync``: catch each up from the
+        history in the background, as after a reconnect (subscriptions moved here from another shard)."""
+        for subscription in subscriptions:
+            channel = subscription.channel
+            subscribers = self._subscribers.get(channel)
+            if subscribers is None:
+                self._subscribers[channel] = {subscription}
+                self._confirmed[channel] = Flag()
+                await self._send(self._subscribe, channel)
+            else:
+                subscribers.add(subscription)
+            if resync and not subscription.done:
+                self._start_resync(subscription)
+
+    async def release(self, channel: str, unsubscribe: bool = True) -> set[Subscription]:
+        """Give up every local subscription of ``channel`` and return them, for another Bridge to adopt;
+        ``unsubscribe`` False when Redis already did (a migrated slot's channels)."""
+        subscribers = self._subscribers.pop(channel, set())
+        self._confirmed.pop(channel, None)
+        self._unconfirmed.pop(channel, None)
+        if subscribers and unsubscribe:
+            await self._send(self._unsubscribe, channel)
+        return subscribers
+
+    @property
+    def channels(self) -> list[str]:
+        """The task channels this Bridge has local subscribers for."""
+        return list(self._subscribers)
+
+    def _holds(self, subscription: Subscription) -> bool:
+        """True while ``subscription`` is this Bridge's (not released to another shard's)."""
+        return subscription in self._subscribers.get(subscription.channel, ())
+
+    def _start_resync(self, subscription: Subscription) -> None:
+        if subscription.buffer is None:
+            subscription.buffer = []
+        task = asyncio.create_task(self._resync(subscription))
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
 
     async def close(self, subscription: Subscription) -> None:
         """End a subscription; the channel is unsubscribed when its last local subscriber leaves."""
@@ -180,7 +258,7 @@ class Bridge:
         if not subscribers:
             del self._subscribers[subscription.channel]
             del self._confirmed[subscription.channel]
-            await self._send("unsubscribe", subscription.channel)
+            await self._send(self._unsubscribe, subscription.channel)
 
     async def _send(self, command: str, *channels: str, again: bool = False) -> None:
         """SUBSCRIBE or UNSUBSCRIBE on the current connection, once it is connected (until then the
@@ -189,12 +267,15 @@ class Bridge:
         pubsub = self._pubsub
         if pubsub is None or not self.connected.is_set():
             return  # the listener subscribes every wanted channel when it (re)connects
-        if command == "subscribe":
+        if command == self._subscribe:
             for channel in channels:
                 self._unconfirmed[channel] = 1 if again else self._unconfirmed.get(channel, 0) + 1
         try:
-            await getattr(pubsub, command)(*channels)
-        except (RedisError, OSError) as exc:
+            await self._command(pubsub, command, list(channels))
+        except (RedisError, OSError, RuntimeError) as exc:
+            # RuntimeError: uvloop's word for a write on a transport that closed before the listener
+            # noticed (Redis died a moment ago). Nothing is lost: the listener's reconnect subscribes
+            # every channel still wanted, and no other.
             log.warning("event=pubsub_command_failed command=%s error=%r", command, exc)
 
     # catching up -----------------------------------------------------------------------------
@@ -202,7 +283,7 @@ class Bridge:
     async def _resync(self, subscription: Subscription) -> None:
         """Steps 2-3 of the module docstring for one subscriber, repeated until one pass completes
         within a single pub/sub connection (or the subscription ends)."""
-        while not subscription.done:
+        while not subscription.done and self._holds(subscription):
             generation = self._generation
             if subscription.buffer is None:
                 subscription.buffer = []
@@ -213,7 +294,7 @@ class Bridge:
                 # Redis never answered that SUBSCRIBE (it may never have reached it): ask again,
                 # expecting one answer, rather than wait for ever on one that will not come.
                 log.warning("event=subscribe_retry task_id=%s error=%r", subscription.task_id, exc)
-                await self._send("subscribe", subscription.channel, again=True)
+                await self._send(self._subscribe, subscription.channel, again=True)
                 continue
             except (RedisError, OSError, TimeoutError) as exc:
                 log.info("event=resync_retry task_id=%s error=%r", subscription.task_id, exc)
@@ -313,6 +394,8 @@ class Bridge:
             except (RedisError, OSError, StaleConnection) as exc:
                 self.connected.clear()
                 await self._drop_pubsub()
+                if self._on_trouble is not None:
+                    self._on_trouble(self, None)
                 delay = reconnects.next_delay()
                 log.warning("event=bridge_disconnected error=%r retry_in=%.2f", exc, delay)
                 await asyncio.sleep(delay)
@@ -324,7 +407,7 @@ class Bridge:
         for confirmed in self._confirmed.values():
             confirmed.clear()
         self._unconfirmed = dict.fromkeys(self._subscribers, 1)
-        await pubsub.subscribe(self._probe_channel, *self._subscribers)
+        await self._command(pubsub, self._subscribe, [self._probe_channel, *self._subscribers])
         # Channels first watched, or given up, while that SUBSCRIBE was on its way are not in it (_send
         # leaves them to this connect): bring the connection in line before it counts as connected.
         subscribed = set(self._unconfirmed)
@@ -336,10 +419,10 @@ class Bridge:
             if late:
                 subscribed.update(late)
                 self._unconfirmed.update(dict.fromkeys(late, 1))
-                await pubsub.subscribe(*late)
+                await self._command(pubsub, self._subscribe, late)
             if gone:
                 subscribed.difference_update(gone)
-                await pubsub.unsubscribe(*gone)
+                await self._command(pubsub, self._unsubscribe, gone)
         self.connected.set()
         if self.reconnects or self._subscribers:
             log.warning(
@@ -349,10 +432,19 @@ class Bridge:
         for subscribers in list(self._subscribers.values()):
             for subscription in subscribers:
                 if subscription.buffer is None:
-                    subscription.buffer = []
-                    task = asyncio.create_task(self._resync(subscription))
-                    self._resyncs.add(task)
-                    task.add_done_callback(self._resyncs.discard)
+                    self._start_resync(subscription)
+
+    async def _command(self, pubsub: PubSub, command: str, channels: list[str]) -> None:
+        """(UN)SUBSCRIBE ``channels``: in one command on one Redis; one per hash slot for sharded pub/sub,
+        whose commands Redis refuses across slots."""
+        if not self.sharded:
+            await getattr(pubsub, command)(*channels)
+            return
+        by_slot: dict[int, list[str]] = {}
+        for channel in channels:
+            by_slot.setdefault(key_slot(channel.encode()), []).append(channel)
+        for group in by_slot.values():
+            await getattr(pubsub, command)(*group)
 
     async def _listen(self) -> None:
         """Read the pub/sub connection's raw replies (``[b"message", channel, data]`` and the like):
@@ -368,7 +460,13 @@ class Bridge:
         try:
             async with asyncio.timeout(STALE_AFTER) as silence:
                 while True:
-                    reply = await connection.read_response(timeout=math.inf, push_request=True)
+                    try:
+                        reply = await connection.read_response(timeout=math.inf, push_request=True)
+                    except ResponseError as error:
+                        if not self.sharded:
+                            raise
+                        self._on_refused(error)  # an answer, not a broken connection
+                        continue
                     now = loop.time()
                     if now - rescheduled > 1.0:  # moving the deadline costs a timer: once a second at most
                         silence.reschedule(now + STALE_AFTER)
@@ -376,14 +474,29 @@ class Bridge:
                     if not isinstance(reply, list) or len(reply) < 3:
                         continue
                     kind = reply[0]
-                    if kind == b"message":
+                    if kind == b"message" or kind == b"smessage":
                         self._dispatch(reply[1].decode(), reply[2])
                         continue
-                    if kind == b"subscribe":
+                    if kind == b"subscribe" or kind == b"ssubscribe":
                         self._on_confirmed(reply[1].decode())
+                    elif kind == b"sunsubscribe" and self._on_trouble is not None:
+                        channel = reply[1].decode()
+                        if channel in self._subscribers:  # still wanted: Redis moved its slot away
+                            self._on_trouble(self, channel)
                     await pubsub.handle_message(reply)  # redis-py's record of subscribed channels
         except TimeoutError:
             raise StaleConnection(f"nothing received for {STALE_AFTER:.0f}s") from None
+
+    def _on_refused(self, error: ResponseError) -> None:
+        """A sharded (UN)SUBSCRIBE this node refused: MOVED names the slot, whose channels are then
+        looked at again (they belong to another shard now); anything else is logged."""
+        if isinstance(error, MovedError) and self._on_trouble is not None:
+            for channel in [
+                channel for channel in self._subscribers if key_slot(channel.encode()) == error.slot_id
+            ]:
+                self._on_trouble(self, channel)
+            return
+        log.warning("event=pubsub_refused error=%r", error)
 
     def _on_confirmed(self, channel: str) -> None:
         """Count a SUBSCRIBE reply; the channel is live once every SUBSCRIBE sent for it is answered."""
@@ -439,7 +552,10 @@ class Bridge:
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             with contextlib.suppress(RedisError, OSError):
-                await self.redis.publish(self._probe_channel, b"1")
+                if self.sharded:
+                    await self.redis.spublish(self._probe_channel, b"1")
+                else:
+                    await self.redis.publish(self._probe_channel, b"1")
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -26,8 +26,10 @@ from svc.monitor import readiness
 from svc.monitor.feed import DashboardFeed
 from svc.monitor.live import Monitor
 from svc.monitor.metrics import LiveFigures, Metrics
-from svc.monitor.redis_policy import eviction_problem
+from svc.plane import EventsPlane
+from svc.redis_clients import AsyncClient
 from svc.settings import Settings
+from svc.sharded_bridge import ShardedBridge
 from svc.wire import events
 from svc.wiring import Wiring
 
@@ -35,10 +37,10 @@ log = logging.getLogger("svc.runtime")
 WORKER_ONLINE_SECONDS = 10.0
 
 
-async def _warn_if_evicting(redis: aioredis.Redis) -> None:
+async def _warn_if_evicting(plane: EventsPlane) -> None:
     """Say at startup what /readyz will say, when Redis may evict svc's keys (not when it is down)."""
     with contextlib.suppress(RedisError, OSError):
-        problem = await eviction_problem(redis)
+        problem = await plane.eviction_problem()
         if problem is not None:
             log.error("event=redis_evicts_keys detail=%r", problem)
 
@@ -61,11 +63,12 @@ class Runtime:
     app: Celery
     wiring: Wiring
     exposed: dict[str, ExposedTask]
-    redis: aioredis.Redis
+    plane: EventsPlane
+    redis: AsyncClient
     backend_redis: aioredis.Redis | None
     submitter: Submitter
     history: History
-    bridge: Bridge
+    bridge: Bridge | ShardedBridge
     limiter: RateLimiter
     metrics: Metrics
     monitor: Monitor
@@ -83,48 +86,42 @@ class Runtime:
         # Celery's "results will be joined synchronously" flag: with it, apply_async (used for
         # workflows and revokes) never SUBSCRIBEs this process to result channels it would not read.
         _set_task_join_will_block(True)
-        # A blocking pool: a burst of requests waits for a connection (up to the timeout) instead of
-        # failing with "too many connections".
-        redis = redis_clients.async_client(
-            wiring.events_url,
-            blocking=True,
-            max_connections=64,
-            timeout=settings.redis_timeout,
-            socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=settings.redis_timeout,
-            health_check_interval=30,
-            client_name="svc-api",
-        )
-        await _warn_if_evicting(redis)
+        plane = await EventsPlane.open(settings, wiring.events_url)
+        redis = plane.redis
+        await _warn_if_evicting(plane)
         backend_redis: aioredis.Redis | None = None
         if wiring.backend_redis_url is not None and _plain_backend(app):
             backend_redis = (
                 redis
-                if wiring.backend_redis_url == wiring.events_url
+                if wiring.backend_redis_url == wiring.events_url and isinstance(redis, aioredis.Redis)
                 else redis_clients.async_client(
                     wiring.backend_redis_url, socket_timeout=settings.redis_timeout
                 )
             )
-        history = History(redis, settings.namespace, app, backend_redis)
-        # The bridge's pub/sub socket blocks on reads by design: give it no socket timeout of its own.
-        pubsub_redis = redis_clients.async_client(
-            wiring.events_url, socket_connect_timeout=settings.redis_timeout, client_name="svc-bridge"
+        history = History(
+            None, settings.namespace, app, backend_redis, reads=plane.batcher(), layout=settings.layout
         )
-        bridge = Bridge(pubsub_redis, history, settings.namespace)
+        bridge = plane.bridge(history)
         await bridge.start()
-        submitter = Submitter(app, settings, wiring, redis)
+        submitter = Submitter(app, settings, wiring, redis, plane.batcher())
         limiter = RateLimiter(
             submitter.events_batcher, settings.namespace, settings.rate_limit, settings.rate_burst
         )
         redelivery = None
-        if settings.redeliver_after and submitter.broker_is_events_redis:
+        if (
+            settings.redeliver_after
+            and submitter.broker_is_events_redis
+            and isinstance(redis, aioredis.Redis)
+        ):
             transport = dict(app.conf.broker_transport_options or {})
             unacked = transport.get("global_keyprefix", "") + transport.get("unacked_key", "unacked")
             redelivery = Redelivery(redis, settings.namespace, settings.redeliver_after, unacked)
             redelivery.start()
         metrics = Metrics()
-        broker_redis = submitter.broker_redis if submitter.broker_is_redis else None
-        monitor = Monitor(settings, redis, pubsub_redis, broker_redis, app, metrics)
+        broker_redis = submitter.broker_redis
+        monitor = Monitor(
+            settings, redis, plane.pubsub_redis, broker_redis, app, metrics, plane.pubsub_topology
+        )
         dashboard = DashboardFeed(monitor)
         if settings.monitor:
             await monitor.start()
@@ -134,6 +131,7 @@ class Runtime:
             app,
             wiring,
             exposed,
+            plane,
             redis,
             backend_redis,
             submitter,
@@ -171,10 +169,9 @@ class Runtime:
             await self.redelivery.stop()
         await self.bridge.stop()
         await self.submitter.aclose()
-        await self.bridge.redis.aclose()
         if self.backend_redis is not None and self.backend_redis is not self.redis:
             await self.backend_redis.aclose()
-        await self.redis.aclose()
+        await self.plane.aclose()
 
     def connections_full(self, client: str) -> bool:
         """True when ``client`` holds as many sockets and event streams as SVC_WS_MAX_CONNECTIONS allows."""
@@ -194,7 +191,7 @@ class Runtime:
 
     async def workflow_of(self, task_id: str) -> str | None:
         """The id of the workflow ``task_id`` is a step of, if any."""
-        key = events.task_key(self.settings.namespace, task_id)
+        key = self.settings.layout.task_key(task_id)
         workflow_id = await self.redis.hget(key, "workflow")
         return workflow_id.decode() if isinstance(workflow_id, bytes) else None
 
@@ -203,7 +200,8 @@ class Runtime:
         submitter = self.submitter
         return await readiness.check(
             self.redis,
-            submitter.broker_redis if submitter.broker_is_redis else None,
+            self.plane.eviction_problem,
+            submitter.broker_redis,
             self.app,
             self.settings.redis_timeout,
             self.online_workers,

@@ -14,6 +14,9 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from svc.errors import ConfigurationError
+from svc.keyspace import Layout, is_cluster
+
 CommaList = Annotated[list[str], NoDecode]
 DEMO_REDIS_URL = "redis://127.0.0.1:6379/0"  # the demo app's Redis when SVC_REDIS_URL is unset
 
@@ -172,13 +175,28 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        """The demo app's Celery broker URL."""
-        return self.broker_url or self.redis_url or DEMO_REDIS_URL
+        """The demo app's Celery broker URL (never a Redis Cluster: Celery cannot use one)."""
+        return self.broker_url or self._celery_redis("SVC_BROKER_URL")
 
     @property
     def backend(self) -> str:
-        """The demo app's Celery result backend URL."""
-        return self.result_backend or self.redis_url or DEMO_REDIS_URL
+        """The demo app's Celery result backend URL (never a Redis Cluster: Celery cannot use one)."""
+        return self.result_backend or self._celery_redis("SVC_RESULT_BACKEND")
+
+    def _celery_redis(self, variable: str) -> str:
+        if is_cluster(self.redis_url):
+            raise ConfigurationError(
+                f"SVC_REDIS_URL is a Redis Cluster, which Celery cannot use as a broker or result backend "
+                f"(celery#2852): set {variable} to a Redis, a Sentinel set or RabbitMQ"
+            )
+        return self.redis_url or DEMO_REDIS_URL
+
+    @cached_property
+    def layout(self) -> Layout:
+        """Where this namespace's keys and channels are: a Redis Cluster's layout when ``redis_url`` is
+        ``redis+cluster://`` (the one way svc's events reach a cluster: Celery's own URLs cannot name
+        one), else one Redis's (svc/keyspace.py)."""
+        return Layout(self.namespace, is_cluster(self.redis_url))
 
     @cached_property
     def signing_keys(self) -> tuple[bytes, ...]:

@@ -26,6 +26,7 @@ import redis
 import websockets
 from celery import Celery
 
+from svc import redis_clients
 from svc.celery_app import deployment_settings
 from svc.embedded import RedisProcess, free_port, start_redis
 
@@ -129,7 +130,7 @@ def start_worker(redis_url: str, tmp: Path, name: str, *args: str, **env: str) -
         svc_env(redis_url, **env),
         log,
     )
-    client = redis.Redis.from_url(redis_url)
+    client = redis_clients.sync_client(redis_url)  # any URL svc takes: one Redis, Sentinel, a cluster
     workers = f"{env.get('SVC_NAMESPACE', NAMESPACE)}:workers"
     wait_for(lambda: client.zscore(workers, hostname) is not None, 60, f"worker {name}", process)
     client.close()

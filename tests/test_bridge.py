@@ -88,6 +88,7 @@ async def test_task_first_watched_while_the_bridge_resubscribes_is_subscribed_to
     from svc.bridge import Bridge
     from svc.celery_app import app
     from svc.fanout.history import History
+    from svc.keyspace import Layout
     from svc.wire import events
 
     namespace = f"race{uuid.uuid4().hex[:6]}"
@@ -125,7 +126,7 @@ async def test_task_first_watched_while_the_bridge_resubscribes_is_subscribed_to
             assert (await client.pubsub_numsub(channel))[0][1] == 1
             assert "subscribe_retry" not in caplog.text  # subscribed by the connect, not by a retry
             body = events.encode_body(task_id, "add", "SUCCESS", result=3)
-            keys, args = events.publish_args(namespace, task_id, "SUCCESS", body, 10, 60)
+            keys, args = events.publish_args(Layout(namespace), task_id, "SUCCESS", body, 10, 60)
             await client.eval(events.PUBLISH_SCRIPT, len(keys), *keys, *args)  # type: ignore[misc]
             await sink.arrived.wait()
             assert sink.frames[-1]["state"] == "SUCCESS" and sink.frames[-1]["result"] == 3
@@ -134,6 +135,43 @@ async def test_task_first_watched_while_the_bridge_resubscribes_is_subscribed_to
         await bridge.stop()
         await client.aclose()
         await pubsub_client.aclose()
+
+
+def test_a_watcher_leaving_as_the_pubsub_connection_dies_is_let_go_quietly(redis_url: str) -> None:
+    """Under uvloop (what ``svc api`` runs), an UNSUBSCRIBE written on the pub/sub connection in the
+    moment between its socket closing and the listener noticing raised RuntimeError out of the bridge,
+    into the watcher's socket handler. The connection is closed here by hand, the only way to hit that
+    moment every time; the bridge then reconnects as after any loss."""
+    import redis.asyncio as aioredis
+    import uvloop
+
+    from svc.bridge import Bridge
+    from svc.celery_app import app
+    from svc.fanout.history import History
+
+    async def scenario() -> None:
+        namespace = f"closing{uuid.uuid4().hex[:6]}"
+        client = aioredis.Redis.from_url(redis_url)
+        bridge = Bridge(aioredis.Redis.from_url(redis_url), History(client, namespace, app, None), namespace)
+        await bridge.start()
+        try:
+            async with asyncio.timeout(30):
+                await bridge.connected.wait()
+                first = await bridge.open(str(uuid.uuid4()), 0, Collected())
+                second = await bridge.open(str(uuid.uuid4()), 0, Collected())
+                pubsub = bridge._pubsub
+                assert pubsub is not None and pubsub.connection is not None
+                pubsub.connection._writer.transport.abort()  # the socket is gone, unread by the listener
+                await bridge.close(first)  # raised RuntimeError before
+                await until(lambda: bridge.reconnects >= 2, timeout=20)
+                await bridge.connected.wait()
+                assert bridge.channel_count == 1
+                await bridge.close(second)
+        finally:
+            await bridge.stop()
+            await client.aclose()
+
+    uvloop.run(scenario())
 
 
 def test_outbox_coalesces_progress_and_keeps_terminal_events() -> None:

@@ -10,6 +10,7 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
+from svc.keyspace import Layout
 from svc.wire import events
 
 from .conftest import (
@@ -141,7 +142,7 @@ def test_publish_script_caps_expires_and_never_reopens_a_finished_task(redis_cli
 
     def publish(state: str) -> int:
         body = events.encode_body(task_id, "add", state)
-        keys, args = events.publish_args(NAMESPACE, task_id, state, body, 3, 60)
+        keys, args = events.publish_args(Layout(NAMESPACE), task_id, state, body, 3, 60)
         return int(script(keys=keys, args=args)[0])
 
     assert [publish("PROGRESS") for _ in range(5)] == [1, 2, 3, 4, 5]

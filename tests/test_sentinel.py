@@ -5,21 +5,16 @@ the replica had not received) may only show as a ``recovered: false`` frame, and
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
-import websockets
 from celery import Celery
 
 from svc.embedded import free_port, redis_binary, start_redis
@@ -38,6 +33,7 @@ from .conftest import (
     wait_for,
     wait_until_answers,
 )
+from .failover import Failover, watch_through
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -213,59 +209,19 @@ def team_on_sentinel(sentinel_set: SentinelSet, tmp_path: Path) -> Iterator[tupl
     Service(worker, worker_log).stop()
 
 
-@dataclass
-class Failover:
-    """What the watchers of one run saw around a master's death."""
-
-    watchers: int
-    finished_before_kill: int
-    not_recovered: int
-
-
 async def fail_over_mid_run(
     api: Service, sentinel_set: SentinelSet, task: str, body: dict[str, Any]
 ) -> Failover:
-    """Submit TASKS tasks, watch each on its own socket, SIGKILL the master once the first PROGRESS is
-    out; return once every watcher has its terminal frame, each checked to come once, in seq order."""
-    progress_seen = asyncio.Event()
-    finished = 0
-
-    async def watch(submitted: dict[str, Any]) -> list[dict[str, Any]]:
-        nonlocal finished
-        frames = []
-        url = f"{api.ws_url}/ws/tasks/{submitted['task_id']}?token={submitted['token']}"
-        async with websockets.connect(url) as socket:
-            async for raw in socket:
-                frames.append(json.loads(raw))
-                if frames[-1]["state"] == "PROGRESS":
-                    progress_seen.set()
-        finished += 1
-        return frames
-
-    async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
-        tasks = []
-        for _ in range(TASKS):
-            answer = await http.post(f"/tasks/{task}", json=body)
-            assert answer.status_code == 202, answer.text
-            tasks.append(answer.json())
-    watchers = [asyncio.create_task(watch(submitted)) for submitted in tasks]
-    async with asyncio.timeout(60):
-        await progress_seen.wait()
-    finished_before_kill = finished
+    """TASKS watched tasks through a SIGKILL of the Sentinel set's master; its replica is master after."""
     old_master = sentinel_set.master.port
-    sentinel_set.master.process.send_signal(signal.SIGKILL)
-    async with asyncio.timeout(150):
-        results = await asyncio.gather(*watchers)
+
+    async def kill() -> None:
+        sentinel_set.master.process.send_signal(signal.SIGKILL)
+
+    seen = await watch_through(api, TASKS, task, body, kill)
     new_master = sentinel_set.master_seen_by(sentinel_set.sentinels[0][0])
     assert new_master == sentinel_set.replica.port != old_master
-    not_recovered = 0
-    for frames in results:
-        states = [frame["state"] for frame in frames]
-        assert states[-1] == "SUCCESS" and states.count("SUCCESS") == 1, states
-        seqs = [frame["seq"] for frame in frames if frame["seq"]]
-        assert seqs == sorted(set(seqs)), seqs
-        not_recovered += sum(1 for frame in frames if frame.get("recovered") is False)
-    return Failover(len(results), finished_before_kill, not_recovered)
+    return seen
 
 
 async def test_a_sentinel_failover_of_the_events_redis_leaves_no_watcher_without_its_end(

@@ -8,7 +8,6 @@ from typing import Any, cast
 
 import anyio.to_thread
 import orjson
-import redis.asyncio as aioredis
 from celery import Celery
 
 from svc.enqueue.message import SubmitOptions
@@ -16,6 +15,7 @@ from svc.enqueue.submit import Submitted, Submitter
 from svc.errors import Conflict, ServiceUnavailable, UnknownTask, UnknownTaskId
 from svc.exposure import ExposedTask
 from svc.fanout.history import History
+from svc.redis_clients import AsyncClient
 from svc.settings import Settings
 from svc.wire import events
 
@@ -30,7 +30,7 @@ class TaskControl:
 
     settings: Settings
     app: Celery
-    redis: aioredis.Redis
+    redis: AsyncClient
     history: History
     submitter: Submitter
     exposed: Mapping[str, ExposedTask]
@@ -47,12 +47,12 @@ class TaskControl:
         settings = self.settings
         if await self.history.latest(task_id) is None and await self.history.stored_result(task_id) is None:
             raise UnknownTaskId(f"no task with id {task_id!r} is known")
-        key = events.task_key(settings.namespace, task_id)
+        key = settings.layout.task_key(task_id)
         kind_raw, ids = await self.redis.hmget(key, "kind", "ids")
         kind = kind_raw.decode() if isinstance(kind_raw, bytes) else None
         targets = cast(list[str], orjson.loads(ids)) if kind and ids else [task_id]
         for target in targets:
-            await self.redis.hset(events.task_key(settings.namespace, target), "revoked", 1)
+            await self.redis.hset(settings.layout.task_key(target), "revoked", 1)
         try:
             await anyio.to_thread.run_sync(
                 lambda: self.app.control.revoke(targets, terminate=terminate, signal="SIGTERM")
@@ -70,7 +70,7 @@ class TaskControl:
 
     async def _end_if_not_started(self, task_id: str) -> None:
         settings = self.settings
-        state = await self.redis.hget(events.task_key(settings.namespace, task_id), "state")
+        state = await self.redis.hget(settings.layout.task_key(task_id), "state")
         if not isinstance(state, bytes) or state.decode() not in NOT_STARTED:
             return
         await anyio.to_thread.run_sync(lambda: self.app.backend.mark_as_revoked(task_id, "revoked"))
@@ -86,7 +86,7 @@ class TaskControl:
         The arguments come from Celery's result backend (``result_extended``), so any task that ended can
         be retried, however it was submitted, as long as its task is exposed over HTTP.
         """
-        key = events.task_key(self.settings.namespace, task_id)
+        key = self.settings.layout.task_key(task_id)
         state, terminal = await self.redis.hmget(key, "state", "terminal")
         if state is not None and terminal is None:
             shown = state.decode() if isinstance(state, bytes) else state

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 
-from svc.batcher import Batcher
+from svc.batcher import AnyBatcher
 from svc.errors import RateLimited
 
 # KEYS[1] the client's theoretical arrival time (ms); ARGV[1] ms per request, ARGV[2] burst window (ms).
@@ -36,7 +36,7 @@ def client_key(namespace: str, identity: str) -> str:
 class RateLimiter:
     """Checks and counts one submit per call; disabled when ``rate`` is 0."""
 
-    def __init__(self, batcher: Batcher, namespace: str, rate: float, burst: int) -> None:
+    def __init__(self, batcher: AnyBatcher, namespace: str, rate: float, burst: int) -> None:
         self.batcher = batcher
         self.namespace = namespace
         self.interval_ms = 1000.0 / rate if rate > 0 else 0.0

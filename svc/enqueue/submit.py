@@ -25,11 +25,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import NoScriptError, RedisError
 
 from svc import redis_clients
-from svc.batcher import Batcher
+from svc.batcher import AnyBatcher, Batcher
 from svc.enqueue import idempotency
 from svc.enqueue.message import Prepared, Routes, SubmitOptions, new_id, prepare, redis_envelope
 from svc.enqueue.workflows import Plan
 from svc.errors import ServiceUnavailable
+from svc.redis_clients import AsyncClient
 from svc.settings import Settings
 from svc.wire import events
 from svc.wiring import Wiring
@@ -72,24 +73,37 @@ class Submitted:
 class Submitter:
     """Records PENDING and enqueues, asynchronously, on the configured broker."""
 
-    def __init__(self, app: Celery, settings: Settings, wiring: Wiring, events_redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        settings: Settings,
+        wiring: Wiring,
+        events_redis: AsyncClient,
+        events_batcher: AnyBatcher | None = None,
+    ) -> None:
+        """Submits for ``app``: events through ``events_batcher`` (a Batcher over ``events_redis`` when not
+        given), task messages to the app's broker (svc/wiring.py)."""
         self.app = app
         self.settings = settings
         self.redis = events_redis
         self.broker_is_events_redis = wiring.broker_is_events_redis
         self.broker_is_redis = wiring.broker_is_redis
-        self.broker_redis = (
-            events_redis
-            if self.broker_is_events_redis or not self.broker_is_redis
-            else redis_clients.async_client(
+        if events_batcher is None:
+            assert isinstance(events_redis, aioredis.Redis), "a cluster's Submitter is given its batcher"
+            events_batcher = Batcher(events_redis)
+        self.events_batcher = events_batcher
+        # The broker's Redis client, when the broker is a Redis (never a cluster: Celery cannot use one).
+        self.broker_redis: aioredis.Redis | None = None
+        self.broker_batcher: AnyBatcher = events_batcher
+        if self.broker_is_events_redis and isinstance(events_redis, aioredis.Redis):
+            self.broker_redis = events_redis
+        elif self.broker_is_redis:
+            self.broker_redis = redis_clients.async_client(
                 wiring.broker_redis_url or wiring.broker_url,
                 socket_timeout=settings.redis_timeout,
                 socket_connect_timeout=settings.redis_timeout,
             )
-        )
-        self.events_batcher = Batcher(events_redis)
-        separate_broker = self.broker_redis is not events_redis
-        self.broker_batcher = Batcher(self.broker_redis) if separate_broker else self.events_batcher
+            self.broker_batcher = Batcher(self.broker_redis)
         self.delivery_mode = int((app.conf.task_default_delivery_mode == "persistent" and 2) or 1)
         self.transport = dict(app.conf.broker_transport_options or {})
         # The message is written here only as kombu would write it for a JSON app; any other serialiser
@@ -227,5 +241,5 @@ class Submitter:
 
     async def aclose(self) -> None:
         """Close the broker connection if it is not the shared events client."""
-        if self.broker_redis is not self.redis:
+        if self.broker_redis is not None and self.broker_redis is not self.redis:
             await self.broker_redis.aclose()

@@ -158,16 +158,16 @@ def _record(
     settings: Settings, workflow_id: str, kind: Kind, task_ids: list[str], names: list[str]
 ) -> list[tuple[Any, ...]]:
     """Commands that tag every step, describe the workflow, and record PENDING for all of them."""
-    ns, ttl = settings.namespace, settings.history_ttl
+    ttl = settings.history_ttl
     commands: list[tuple[Any, ...]] = []
-    workflow_key = events.task_key(ns, workflow_id)
+    workflow_key = settings.layout.task_key(workflow_id)
     commands.append(
         ("HSET", workflow_key, "kind", kind, "total", len(task_ids), "ids", orjson.dumps(task_ids))
     )
     commands.append(("EXPIRE", workflow_key, ttl))
     commands.append(_pending(settings, workflow_id, kind, steps=task_ids))
     for index, (name, task_id) in enumerate(zip(names, task_ids, strict=True)):
-        step_key = events.task_key(ns, task_id)
+        step_key = settings.layout.task_key(task_id)
         commands.append(("HSET", step_key, "workflow", workflow_id, "step", index))
         commands.append(("EXPIRE", step_key, ttl))
         commands.append(_pending(settings, task_id, name, workflow_id=workflow_id, step=index))

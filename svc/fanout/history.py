@@ -11,7 +11,8 @@ import orjson
 import redis.asyncio as aioredis
 from celery import Celery
 
-from svc.batcher import Batcher
+from svc.batcher import AnyBatcher, Batcher
+from svc.keyspace import Layout
 from svc.wire import events
 
 
@@ -29,14 +30,28 @@ class History:
     """Async reads of task histories (events Redis) and stored results (Celery's result backend)."""
 
     def __init__(
-        self, redis: aioredis.Redis, namespace: str, app: Celery, backend_redis: aioredis.Redis | None
+        self,
+        redis: aioredis.Redis | None,
+        namespace: str,
+        app: Celery,
+        backend_redis: aioredis.Redis | None,
+        *,
+        reads: AnyBatcher | None = None,
+        layout: Layout | None = None,
     ):
+        """Reads through ``reads`` (made over ``redis`` when not given; on a cluster, a ClusterBatcher)
+        with ``layout``'s key names (one Redis's by default)."""
         self.namespace = namespace
+        self.layout = layout or Layout(namespace)
         self.app = app
         self.backend_redis = backend_redis
         # History reads of many subscribers at once (10,000 clients reconnecting) go together, pipelined
         # on one connection, instead of each waiting for one of the pool's connections.
-        self.reads = Batcher(redis)
+        if reads is None:
+            if redis is None:
+                raise ValueError("History needs a Redis client or a batcher of reads")
+            reads = Batcher(redis)
+        self.reads = reads
 
     async def all(self, task_id: str) -> list[bytes]:
         """Every recorded event of ``task_id``, oldest first."""
@@ -44,18 +59,18 @@ class History:
 
     async def after(self, task_id: str, seq: int) -> list[bytes]:
         """Recorded events of ``task_id`` with a seq above ``seq``, oldest first."""
-        key = events.history_key(self.namespace, task_id)
+        key = self.layout.history_key(task_id)
         (recorded,) = await self.reads.execute(("ZRANGEBYSCORE", key, f"({seq}", "+inf"))
         return cast(list[bytes], recorded)
 
     async def backlog(self, task_id: str, seq: int) -> Backlog:
         """What a subscriber at ``seq`` has not been sent: the task's recorded events and stream chunks
         after it (one round trip), and what is known of chunks that are gone."""
-        namespace = self.namespace
+        layout = self.layout
         recorded, chunks, (cut, last) = await self.reads.execute(
-            ("ZRANGEBYSCORE", events.history_key(namespace, task_id), f"({seq}", "+inf"),
-            ("ZRANGEBYSCORE", events.stream_key(namespace, task_id), f"({seq}", "+inf"),
-            ("HMGET", events.task_key(namespace, task_id), "stream_cut", "stream_last"),
+            ("ZRANGEBYSCORE", layout.history_key(task_id), f"({seq}", "+inf"),
+            ("ZRANGEBYSCORE", layout.stream_key(task_id), f"({seq}", "+inf"),
+            ("HMGET", layout.task_key(task_id), "stream_cut", "stream_last"),
         )
         cut_seq, last_seq = int(cut or 0), int(last or 0)
         # With chunks left, the stream's key lives and only the cap cut any; with none after ``seq``, a
@@ -65,7 +80,7 @@ class History:
 
     async def latest(self, task_id: str) -> bytes | None:
         """The newest recorded event of ``task_id``, if any."""
-        key = events.history_key(self.namespace, task_id)
+        key = self.layout.history_key(task_id)
         (newest,) = await self.reads.execute(("ZRANGE", key, -1, -1))
         return cast(bytes, newest[0]) if newest else None
 

@@ -3,7 +3,15 @@ runtimes, queue depths and workers.
 
 Every API process sees every task event: the monitor holds one pattern subscription
 (``PSUBSCRIBE {ns}:task:*``) beside the bridge's connection, and on start loads the newest tasks from
-``{ns}:recent``. It keeps at most ``RECENT_MAX`` rows, and per task name per-minute counts and a window
+``{ns}:recent``. On a Redis Cluster, where sharded pub/sub has no patterns, the publish script also
+announces each event on its bucket's feed channel (svc/keyspace.py): the monitor holds one
+connection per primary, subscribed to the feed channels of that primary's slots, and loads the newest
+tasks from every bucket's recent set. A lost connection there (a failover) reloads the slot map and
+starts every feed again; the events of the gap are missed by the counters, not by the rows, which the
+reload of the recent sets brings back. Stream chunks are not announced on the feeds, so
+``stream_chunks_published`` counts only on one Redis.
+
+It keeps at most ``RECENT_MAX`` rows, and per task name per-minute counts and a window
 of runtimes; nothing here grows without bound.
 """
 
@@ -15,7 +23,7 @@ import logging
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -27,7 +35,9 @@ from redis.exceptions import RedisError
 from svc.backoff import Reconnects
 from svc.monitor.metrics import Metrics
 from svc.monitor.workers import WorkerBoard
+from svc.redis_clients import AsyncClient
 from svc.settings import Settings
+from svc.topology import Topology
 from svc.wire import events
 
 log = logging.getLogger("svc.monitor.live")
@@ -166,15 +176,20 @@ class Monitor:
     def __init__(
         self,
         settings: Settings,
-        redis: aioredis.Redis,
-        pubsub_redis: aioredis.Redis,
+        redis: AsyncClient,
+        pubsub_redis: aioredis.Redis | None,
         broker_redis: aioredis.Redis | None,
         app: Celery,
         metrics: Metrics,
+        pubsub_topology: Topology | None = None,
     ) -> None:
+        """Follows ``settings``' namespace: pattern-subscribed through ``pubsub_redis`` on one Redis, or
+        through ``pubsub_topology``'s node clients on a cluster (``settings.layout`` says which)."""
         self.settings = settings
+        self.layout = settings.layout
         self.redis = redis
         self.pubsub_redis = pubsub_redis  # no socket timeout: a quiet pub/sub socket is not a dead one
+        self.pubsub_topology = pubsub_topology
         self.broker_redis = broker_redis
         self.app = app
         self.metrics = metrics
@@ -274,28 +289,52 @@ class Monitor:
         and /metrics never go quiet for good."""
         reconnects = Reconnects()
         while True:
-            pubsub = self.pubsub_redis.pubsub()
+            pubsubs: list[PubSub] = []
             try:
-                await pubsub.psubscribe(self._pattern)
+                if self.pubsub_topology is not None:
+                    await self.pubsub_topology.refresh()
+                    pubsubs = await self._subscribe_feeds(self.pubsub_topology)
+                else:
+                    assert self.pubsub_redis is not None
+                    pubsubs = [self.pubsub_redis.pubsub()]
+                    await pubsubs[0].psubscribe(self._pattern)
                 reconnects.connected()
                 await self._load_recent()
-                await self._read(pubsub)
-            except (RedisError, OSError, StaleConnection) as exc:
-                failure = f"event=monitor_disconnected error={exc!r}"
-            except Exception:
+                async with asyncio.TaskGroup() as readers:
+                    for pubsub in pubsubs:
+                        readers.create_task(self._read(pubsub))
+            except* (RedisError, OSError, StaleConnection) as group:
+                failure = f"event=monitor_disconnected error={group.exceptions[0]!r}"
+            except* Exception:
                 log.exception("event=monitor_failed")
                 failure = "event=monitor_restarting"
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                for pubsub in pubsubs:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
             delay = reconnects.next_delay()
             self.reconnects += 1
             log.warning("%s retry_in=%.2f", failure, delay)
             await asyncio.sleep(delay)
 
+    async def _subscribe_feeds(self, topology: Topology) -> list[PubSub]:
+        """One pub/sub connection per primary, subscribed to the feed channels of its slots (one
+        SSUBSCRIBE per slot, as Redis requires)."""
+        by_owner: dict[tuple[str, int], list[str]] = {}
+        for channel in self.layout.feed_channels():
+            by_owner.setdefault(topology.owner(channel), []).append(channel)
+        pubsubs = []
+        for address, channels in by_owner.items():
+            pubsub = topology.client(address).pubsub()
+            pubsubs.append(pubsub)
+            for channel in channels:  # each bucket's feed is a slot of its own
+                await pubsub.ssubscribe(channel)
+        return pubsubs
+
     async def _read(self, pubsub: PubSub) -> None:
-        """Fold every ``pmessage`` into the view. Every event of the namespace passes here, so the raw
-        replies are read off the connection (``["pmessage", pattern, channel, data]``) rather than through
+        """Fold every ``pmessage`` (``smessage`` from a cluster's feed) into the view. Every event of the
+        namespace passes here, so the raw replies are read off the connection
+        (``["pmessage", pattern, channel, data]``) rather than through
         ``PubSub.listen()``, whose per-message bookkeeping cost more than the submit that published the
         event. A connection quiet for IDLE_PING seconds is sent a PING; one that still says nothing
         after another IDLE_PING is given up (a half-open socket never raises on its own)."""
@@ -312,28 +351,43 @@ class Monitor:
                 pinged = True
                 continue
             pinged = False
-            if isinstance(reply, list) and len(reply) == 4 and reply[0] == b"pmessage":
+            if not isinstance(reply, list):
+                continue
+            if len(reply) == 4 and reply[0] == b"pmessage":
                 data = reply[3]
-                if events.is_stream_message(data):  # chunks: counted, no row of their own
-                    self.metrics.stream_chunks_published += data.count(b"\n") + 1
-                    continue
-                self.ingest(data)
+            elif len(reply) == 3 and reply[0] == b"smessage":
+                data = reply[2]
+            else:
+                continue
+            if events.is_stream_message(data):  # chunks: counted, no row of their own
+                self.metrics.stream_chunks_published += data.count(b"\n") + 1
+                continue
+            self.ingest(data)
 
     async def _load_recent(self) -> None:
         """The newest tasks' first events (submit, args, start) and latest event, oldest task first."""
-        key = events.recent_key(self.settings.namespace)
-        ids = [raw.decode() for raw in cast(list[bytes], await self.redis.zrange(key, 0, -1))]
+        ids = await self._recent_ids()
         for start in range(0, len(ids), LOAD_CHUNK):
             chunk = ids[start : start + LOAD_CHUNK]
             pipe = self.redis.pipeline(transaction=False)
             for task_id in chunk:
-                history = events.history_key(self.settings.namespace, task_id)
+                history = self.layout.history_key(task_id)
                 pipe.zrange(history, 0, 2)
                 pipe.zrange(history, -1, -1)
             replies = await pipe.execute()
             for index in range(len(chunk)):
                 for raw in [*replies[2 * index], *replies[2 * index + 1]]:
                     self.ingest(raw, live=False)
+
+    async def _recent_ids(self) -> list[str]:
+        """The ids of the newest tasks (at most RECENT_MAX), oldest first, from every part of the
+        recent-ids view."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in self.layout.recent_keys():
+            pipe.zrange(key, 0, -1, withscores=True)
+        scored = [(score, raw) for part in await pipe.execute() for raw, score in part]
+        scored.sort()
+        return [raw.decode() for _, raw in scored[-events.RECENT_MAX :]]
 
     # queues -------------------------------------------------------------------------------------
 

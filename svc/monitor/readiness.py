@@ -12,10 +12,12 @@ from celery import Celery
 
 from svc.errors import ServiceUnavailable
 from svc.monitor.redis_policy import eviction_problem
+from svc.redis_clients import AsyncClient
 
 
 async def check(
-    redis: aioredis.Redis,
+    redis: AsyncClient,
+    eviction: Callable[[], Awaitable[str | None]],
     broker_redis: aioredis.Redis | None,
     app: Celery,
     broker_timeout: float,
@@ -24,10 +26,11 @@ async def check(
 ) -> dict[str, Any]:
     """The readiness answer; raises ServiceUnavailable (503) with the first reason the API is not ready.
     ``broker_redis`` is the broker's client when the broker is Redis, else None (then ``app``'s broker
-    connection is tried, in a thread, for at most ``broker_timeout`` seconds)."""
+    connection is tried, in a thread, for at most ``broker_timeout`` seconds); ``eviction`` says why the
+    events Redis (each primary of a cluster) may evict svc's keys, or None."""
     try:
         await redis.ping()
-        problem = await eviction_problem(redis)
+        problem = await eviction()
         workers = await online_workers()
         if broker_redis is not None:
             await broker_redis.ping()

@@ -28,7 +28,36 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from svc.keyspace import (
+    BUCKETS,
+    Layout,
+    channel_task_id,
+    dead_letter_key,
+    history_key,
+    idempotency_key,
+    probe_channel,
+    recent_key,
+    stream_key,
+    task_channel,
+    task_key,
+    unclaimed_key,
+    workers_key,
+)
 from svc.wire import jsonvalues
+
+__all__ = [  # the single-Redis names, re-exported for the code and tests that read them from here
+    "channel_task_id",
+    "dead_letter_key",
+    "history_key",
+    "idempotency_key",
+    "probe_channel",
+    "recent_key",
+    "stream_key",
+    "task_channel",
+    "task_key",
+    "unclaimed_key",
+    "workers_key",
+]
 
 if TYPE_CHECKING:
     from svc.settings import Settings
@@ -113,62 +142,6 @@ class StreamChunk(BaseModel):
     step_seq: int | None = Field(None, description="the chunk's own seq in the step's stream")
 
 
-def task_key(namespace: str, task_id: str) -> str:
-    """Hash holding a task's last ``seq`` and its terminal state."""
-    return f"{namespace}:task:{task_id}"
-
-
-def history_key(namespace: str, task_id: str) -> str:
-    """Sorted set of a task's events, scored by ``seq``."""
-    return f"{namespace}:task:{task_id}:history"
-
-
-def task_channel(namespace: str, task_id: str) -> str:
-    """Pub/sub channel on which a task's events are announced."""
-    return f"{namespace}:task:{task_id}"
-
-
-def stream_key(namespace: str, task_id: str) -> str:
-    """Sorted set of a task's stream chunks (every named stream of it), scored by ``seq``."""
-    return f"{namespace}:task:{task_id}:stream"
-
-
-def recent_key(namespace: str) -> str:
-    """Sorted set of the task ids with the newest events, scored by the time of their last event."""
-    return f"{namespace}:recent"
-
-
-def probe_channel(namespace: str, owner: str) -> str:
-    """Service channel on which a bridge checks that its own pub/sub connection is alive."""
-    return f"{namespace}:probe:{owner}"
-
-
-def workers_key(namespace: str) -> str:
-    """Sorted set of worker hostnames scored by their last heartbeat (unix time)."""
-    return f"{namespace}:workers"
-
-
-def idempotency_key(namespace: str, key: str) -> str:
-    """Maps a client's Idempotency-Key to the task id of its first submit."""
-    return f"{namespace}:idempotency:{key}"
-
-
-def dead_letter_key(namespace: str) -> str:
-    """List of broker messages a worker could not decode or run (newest first, capped at DEAD_LETTER_MAX)."""
-    return f"{namespace}:deadletter"
-
-
-def unclaimed_key(namespace: str) -> str:
-    """Sorted set of the ids of tasks svc enqueued that no worker has received yet, scored by when."""
-    return f"{namespace}:unclaimed"
-
-
-def channel_task_id(namespace: str, channel: str) -> str | None:
-    """The task id of a task channel name, or None for any other channel."""
-    prefix = f"{namespace}:task:"
-    return channel[len(prefix) :] if channel.startswith(prefix) else None
-
-
 # The body of both scripts below: number, store, trim, expire and announce one event of a stream.
 # Returns {seq, revoked, workflow id, step}; seq is 0 when nothing was published: the stream already
 # ended (a duplicate run after a lost ack must never produce a second terminal event, nor events after
@@ -177,7 +150,7 @@ def channel_task_id(namespace: str, channel: str) -> str | None:
 # A task's first event that is not PENDING also ends its wait in ``unclaimed`` (see submit below).
 PUBLISH_FUNCTION = """
 local function publish(task, history, recent, unclaimed, channel, body, cap, ttl, terminal, state, only_if,
-                       stream_id, keep)
+                       stream_id, keep, feed)
   local info = redis.call('HMGET', task, 'revoked', 'workflow', 'step', 'state')
   if redis.call('HEXISTS', task, 'terminal') == 1 then return {0, info[1], info[2], info[3]} end
   if only_if ~= '' and not string.find(',' .. only_if .. ',', ',' .. (info[4] or 'NONE') .. ',', 1, true) then
@@ -211,18 +184,20 @@ local function publish(task, history, recent, unclaimed, channel, body, cap, ttl
     redis.call('ZREMRANGEBYRANK', recent, 0, -tonumber(keep) - 1)
   end
   redis.call('PUBLISH', channel, event)
+  if feed ~= '' then redis.call('PUBLISH', feed, event) end
   return {seq, info[1], info[2], info[3]}
 end
 """
 
 # KEYS: task hash, history, recent ids, unclaimed ids. ARGV: channel, event JSON without seq, history cap,
 # TTL seconds, the state if this event is terminal else "", the state to record, only_if, stream id,
-# how many ids ``recent`` keeps.
+# how many ids ``recent`` keeps, the monitor's feed channel ("" for none: on one Redis the monitor
+# pattern-subscribes to the task channels).
 PUBLISH_SCRIPT = (
     PUBLISH_FUNCTION
     + """
 return publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-               ARGV[7], ARGV[8], ARGV[9])
+               ARGV[7], ARGV[8], ARGV[9], ARGV[10])
 """
 )
 
@@ -230,25 +205,25 @@ return publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], AR
 # record PENDING, keep a copy of the message until a worker says it has it (svc.enqueue.redelivery), and
 # push it.
 # KEYS: task hash, history, recent ids, unclaimed ids, the broker queue's list, the idempotency key ("" when
-# the submit has none). ARGV: the publish function's nine, then the message, its delivery tag, the key's
+# the submit has none). ARGV: the publish function's ten, then the message, its delivery tag, the key's
 # value and TTL, and "1" to keep the copy ("" not to). Returns false once enqueued, or the value already
-# under the idempotency key (and then does nothing).
+# under the idempotency key (and then does nothing). Never run on a cluster: Celery's broker cannot be one.
 SUBMIT_SCRIPT = (
     PUBLISH_FUNCTION
     + """
 if KEYS[6] ~= '' then
   local existing = redis.call('GET', KEYS[6])
   if existing then return existing end
-  redis.call('SET', KEYS[6], ARGV[12], 'EX', ARGV[13])
+  redis.call('SET', KEYS[6], ARGV[13], 'EX', ARGV[14])
 end
 publish(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7],
-        ARGV[8], ARGV[9])
-if ARGV[14] == '1' then
-  redis.call('HSET', KEYS[1], 'message', ARGV[10], 'queue', KEYS[5], 'tag', ARGV[11])
+        ARGV[8], ARGV[9], ARGV[10])
+if ARGV[15] == '1' then
+  redis.call('HSET', KEYS[1], 'message', ARGV[11], 'queue', KEYS[5], 'tag', ARGV[12])
   local now = redis.call('TIME')
   redis.call('ZADD', KEYS[4], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[8])
 end
-redis.call('LPUSH', KEYS[5], ARGV[10])
+redis.call('LPUSH', KEYS[5], ARGV[11])
 return false
 """
 )
@@ -311,6 +286,22 @@ redis.call('EXPIRE', history, ARGV[4])
 redis.call('PUBLISH', ARGV[1], table.concat(frames, '\\n'))
 return {last, count, info[3], info[4]}
 """
+# The same scripts for a Redis Cluster: sharded pub/sub (``SPUBLISH``), which the shard owning the
+# channel's slot delivers, instead of ``PUBLISH``, which a cluster broadcasts to every node.
+SHARDED_PUBLISH_SCRIPT = PUBLISH_SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+SHARDED_STREAM_SCRIPT = STREAM_SCRIPT.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
+
+def publish_script(layout: Layout) -> str:
+    """The publish script for ``layout`` (PUBLISH_SCRIPT, or its sharded twin on a cluster)."""
+    return SHARDED_PUBLISH_SCRIPT if layout.sharded else PUBLISH_SCRIPT
+
+
+def stream_script(layout: Layout) -> str:
+    """The stream script for ``layout`` (STREAM_SCRIPT, or its sharded twin on a cluster)."""
+    return SHARDED_STREAM_SCRIPT if layout.sharded else STREAM_SCRIPT
+
+
 STREAM_BATCH_MAX = 1000  # chunks per script call (Lua's unpack takes a few thousand values at most)
 
 
@@ -393,10 +384,10 @@ def stream_args(
     bodies: list[bytes],
 ) -> tuple[list[str], list[str | bytes | int]]:
     """KEYS and ARGV for STREAM_SCRIPT: ``bodies`` are chunks ``first``, ``first + 1``, … of ``producer``."""
-    namespace = settings.namespace
-    keys = [task_key(namespace, task_id), stream_key(namespace, task_id), history_key(namespace, task_id)]
+    layout = settings.layout
+    keys = [layout.task_key(task_id), layout.stream_key(task_id), layout.history_key(task_id)]
     args: list[str | bytes | int] = [
-        task_channel(namespace, task_id),
+        layout.task_channel(task_id),
         settings.stream_max,
         settings.stream_expiry,
         settings.history_ttl,
@@ -418,7 +409,7 @@ def describe_error(exc: BaseException) -> dict[str, str]:
 
 
 def publish_args(
-    namespace: str,
+    layout: Layout,
     task_id: str,
     state: str,
     body: bytes,
@@ -431,13 +422,13 @@ def publish_args(
     """KEYS and ARGV for PUBLISH_SCRIPT (``terminal`` defaults to whether ``state`` is terminal)."""
     ends = state in TERMINAL_STATES if terminal is None else terminal
     keys = [
-        task_key(namespace, task_id),
-        history_key(namespace, task_id),
-        recent_key(namespace),
-        unclaimed_key(namespace),
+        layout.task_key(task_id),
+        layout.history_key(task_id),
+        layout.recent_key(task_id),
+        layout.unclaimed_key(task_id),
     ]
     args: list[str | bytes | int] = [
-        task_channel(namespace, task_id),
+        layout.task_channel(task_id),
         body,
         cap,
         ttl,
@@ -445,7 +436,8 @@ def publish_args(
         state,
         only_if,
         task_id,
-        RECENT_MAX,
+        RECENT_MAX // BUCKETS + 1 if layout.sharded else RECENT_MAX,
+        layout.feed_channel(task_id),
     ]
     return keys, args
 
@@ -456,7 +448,7 @@ def publish_command(
     """The EVAL command that publishes ``body`` (for pipelines; EVAL so a restarted Redis never
     answers NOSCRIPT — Redis caches the script by its hash)."""
     keys, args = publish_args(
-        settings.namespace,
+        settings.layout,
         stream_id,
         state,
         body,
@@ -464,7 +456,7 @@ def publish_command(
         settings.history_ttl,
         only_if=only_if,
     )
-    return ("EVAL", PUBLISH_SCRIPT, len(keys), *keys, *args)
+    return ("EVAL", publish_script(settings.layout), len(keys), *keys, *args)
 
 
 def submit_command(
@@ -484,7 +476,7 @@ def submit_command(
     claimed with ``claim_value``. ``by_hash``: EVALSHA, which spares Redis reading and hashing the
     script's text on every submit; a Redis that answers NOSCRIPT (restarted, or flushed) gets the EVAL."""
     keys, args = publish_args(
-        settings.namespace, task_id, "PENDING", body, settings.history_max, settings.history_ttl
+        settings.layout, task_id, "PENDING", body, settings.history_max, settings.history_ttl
     )
     return (
         *(("EVALSHA", SUBMIT_SHA) if by_hash else ("EVAL", SUBMIT_SCRIPT)),

@@ -316,8 +316,8 @@ def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
     if hostname:
         # One quick try, not the publisher's minute of retries: a worker shutting down while Redis is
         # gone must not hang on a heartbeat that expires by itself anyway.
-        client, _ = state.client(quick=True)
         try:
+            client, _ = state.client(quick=True)
             client.zrem(events.workers_key(state.namespace), hostname)
         except redis.RedisError:
             log.warning("event=worker_deregister_failed worker=%s", hostname)

@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from svc import redis_clients
+from svc.redis_clients import SyncClient
 from svc.settings import Settings
 from svc.wire import events
 from svc.wiring import Wiring, wiring_for
@@ -59,7 +60,7 @@ class Instrumentation:
         self.heartbeat_stop = threading.Event()
         self.stream_writer: StreamFlush | None = None  # svc.worker.streams' writer, once a task streams
         self._wiring: Wiring | None = None
-        self._clients: dict[bool, tuple[int, redis.Redis, Any]] = {}  # quick? -> (pid, client, script)
+        self._clients: dict[bool, tuple[int, SyncClient, Any]] = {}  # quick? -> (pid, client, script)
 
     @property
     def wiring(self) -> Wiring:
@@ -74,7 +75,7 @@ class Instrumentation:
         """The prefix of svc's keys and channels for this app."""
         return self.settings.namespace
 
-    def client(self, quick: bool = False) -> tuple[redis.Redis, Any]:
+    def client(self, quick: bool = False) -> tuple[SyncClient, Any]:
         """This process's client of the events Redis and its registered publish script (made anew after
         a fork: a connection is never shared with a parent process). The worker's client retries for
         about a minute while Redis restarts; the ``quick`` one makes one try of at most about
@@ -93,7 +94,11 @@ class Instrumentation:
                 retry=retry,
                 retry_on_error=retry_on,
             )
-            made = self._clients[quick] = (os.getpid(), client, client.register_script(events.PUBLISH_SCRIPT))
+            made = self._clients[quick] = (
+                os.getpid(),
+                client,
+                client.register_script(events.publish_script(self.settings.layout)),
+            )
         return made[1], made[2]
 
     def close(self) -> None:
@@ -116,7 +121,7 @@ class Instrumentation:
         ``quick``: one short try, for a sender's PENDING (see ``client``)."""
         settings = self.settings
         keys, args = events.publish_args(
-            self.namespace,
+            settings.layout,
             stream_id,
             state,
             body,
@@ -125,8 +130,8 @@ class Instrumentation:
             terminal=terminal,
             only_if=only_if,
         )
-        client, script = self.client(quick)
         try:
+            client, script = self.client(quick)  # a cluster's client is made, and may fail, here
             seq, revoked, workflow_id, step = script(keys=keys, args=args, client=client)
         except redis.RedisError:
             log.exception("event=publish_failed task_id=%s state=%s", stream_id, state)
@@ -152,7 +157,7 @@ class Instrumentation:
             workflow_steps.record_step_event(
                 self.publish_to,
                 client,
-                self.namespace,
+                self.settings.layout,
                 workflow_steps.StepEvent(
                     published.workflow_id, published.step, task_id, name, state, published.seq, fields
                 ),

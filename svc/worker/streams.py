@@ -31,6 +31,7 @@ import orjson
 import redis
 from celery._state import get_current_task
 
+from svc.redis_clients import PatientCluster
 from svc.wire import events
 from svc.worker.state import Instrumentation, instrumentation_of
 
@@ -166,10 +167,18 @@ class StreamWriter:
         """Every call in one pipeline, as EVAL: a Redis restarted under a retried pipeline has no script
         cache, and would answer EVALSHA with NOSCRIPT (Redis caches the script by its hash anyway)."""
         client, _ = self.state.client()
-        pipe = client.pipeline(transaction=False)
-        for keys, args in calls:
-            pipe.eval(events.STREAM_SCRIPT, len(keys), *keys, *args)
-        return list(pipe.execute(raise_on_error=False))
+        script = events.stream_script(self.state.settings.layout)
+
+        def run() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for keys, args in calls:
+                # execute_command: redis-py's cluster pipeline has no eval, yet routes an EVAL by its keys
+                pipe.execute_command("EVAL", script, len(keys), *keys, *args)
+            return list(pipe.execute(raise_on_error=False))
+
+        # A batch is idempotent (its producer's count), so a cluster's pipeline may run again after a
+        # failover; one Redis's client retries by itself.
+        return client.patiently(run) if isinstance(client, PatientCluster) else run()
 
     def _start(self) -> None:
         thread = threading.Thread(target=self._run, name="svc-stream-flusher", daemon=True)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import orjson
-import redis
 
+from svc.keyspace import Layout
+from svc.redis_clients import SyncClient
 from svc.wire import events
 
 
@@ -37,7 +38,7 @@ class StepEvent:
     fields: dict[str, Any]
 
 
-def record_step_event(publish_to: PublishTo, client: redis.Redis, namespace: str, event: StepEvent) -> None:
+def record_step_event(publish_to: PublishTo, client: SyncClient, layout: Layout, event: StepEvent) -> None:
     """Copy a step's event into its workflow's stream; publish the workflow's end if this step decides it."""
     workflow_id, state, fields = event.workflow_id, event.state, event.fields
     copy = events.encode_body(
@@ -52,7 +53,7 @@ def record_step_event(publish_to: PublishTo, client: redis.Redis, namespace: str
     publish_to(workflow_id, state, copy, terminal=False)
     if state not in events.TERMINAL_STATES:
         return
-    key = events.task_key(namespace, workflow_id)
+    key = layout.task_key(workflow_id)
     kind_raw, total_raw, ids_raw = cast(list[bytes | None], client.hmget(key, "kind", "total", "ids"))
     if kind_raw is None or total_raw is None or ids_raw is None:
         return  # the workflow's record expired
@@ -61,7 +62,7 @@ def record_step_event(publish_to: PublishTo, client: redis.Redis, namespace: str
     if state == "SUCCESS":
         if int(client.hincrby(key, "done", 1)) < int(total_raw):
             return
-        result = _group_results(client, namespace, task_ids) if kind == "group" else fields.get("result")
+        result = _group_results(client, layout, task_ids) if kind == "group" else fields.get("result")
         final = events.encode_body(workflow_id, kind, "SUCCESS", result=result, steps=task_ids)
     else:
         error = fields.get("error")
@@ -73,9 +74,9 @@ def record_step_event(publish_to: PublishTo, client: redis.Redis, namespace: str
     publish_to(workflow_id, state, final)
 
 
-def _group_results(client: redis.Redis, namespace: str, task_ids: list[str]) -> list[Any]:
+def _group_results(client: SyncClient, layout: Layout, task_ids: list[str]) -> list[Any]:
     """Each step's result, in step order, from the steps' newest events."""
     pipe = client.pipeline(transaction=False)
     for task_id in task_ids:
-        pipe.zrange(events.history_key(namespace, task_id), -1, -1)
+        pipe.zrange(layout.history_key(task_id), -1, -1)
     return [events.parse(newest[0]).get("result") if newest else None for newest in pipe.execute()]

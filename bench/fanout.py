@@ -439,14 +439,24 @@ def describe_servers(servers: list[str]) -> str:
     return "; ".join(parts) + "."
 
 
+# The BENCHMARKS.md sections a run may write (``--section``), with their headings: the comparison of
+# every server, and a run of svc's one process against two kept beside it.
+SECTIONS = {
+    "fanout": "## Fan-out: concurrent WebSocket subscribers on one server process (or two: `svc-2`)",
+    "fanout-scaling": "## Fan-out scaling: `svc api` with one process and with two (`svc-2`), same run",
+}
+
+
 def report(outcomes: list[Outcome], options: argparse.Namespace) -> str:
     """The markdown section."""
     servers = list(dict.fromkeys(out.server for out in outcomes))
     lines = [
-        "## Fan-out: concurrent WebSocket subscribers on one server process (or two: `svc-2`)",
+        SECTIONS[options.section],
         "",
         f"`python -m bench.fanout --subscribers {options.subscribers} --tasks {options.tasks} "
-        f"--clients {options.clients} --servers {options.servers}` — subscribers spread evenly over "
+        f"--clients {options.clients} --servers {options.servers}"
+        + ("" if options.section == "fanout" else f" --section {options.section}")
+        + "` — subscribers spread evenly over "
         f"{options.tasks} `add` tasks held "
         f"in a queue until everyone watches; {options.clients} client processes; a fresh server process "
         f"per size and server; one worker (concurrency 2); {provenance()}; {platform.machine()}, "
@@ -544,6 +554,9 @@ def main() -> None:
     parser.add_argument(
         "--servers", default="svc,ceiling", help=f"comma-separated, from: {', '.join(SERVERS)}"
     )
+    parser.add_argument(
+        "--section", default="fanout", choices=sorted(SECTIONS), help="the BENCHMARKS.md section to write"
+    )
     options = parser.parse_args()
     servers = options.servers.split(",")
     unknown = [server for server in servers if server not in SERVERS]
@@ -563,7 +576,7 @@ def main() -> None:
             outcomes.append(outcome)
     text = report(outcomes, options)
     print(text)
-    write_section("fanout", text)
+    write_section(options.section, text)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ A slot changes owner in two ways, and both end in :meth:`ShardedBridge._rebalanc
 - a migration (``redis-cli --cluster reshard``): Redis unsubscribes the clients of a moved slot's shard
   channels (a ``sunsubscribe`` push for a channel the Bridge still wants), and the same happens.
 
-A reload that still shows the lost primary (the cluster has not noticed yet) leaves its subscriptions
-where they are; the old Bridge keeps reconnecting and calls back after each failure, so they move as
-soon as the slot map says where to. A Bridge left with no subscriptions on a node that is no longer a
-primary is stopped.
+A reload that still shows the lost primary (the cluster has not promoted its replica yet) leaves its
+subscriptions where they are, and the slot map is looked at again every FOLLOW_INTERVAL seconds (and
+after each failed reconnect of the old Bridge), so they move as soon as the map says where to. A
+Bridge left with no subscriptions on a node that is no longer a primary is stopped.
 """
 
 from __future__ import annotations

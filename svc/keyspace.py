@@ -43,24 +43,28 @@ def _bucket_tag(bucket: int) -> str:
     return f"{{{bucket:03x}}}"
 
 
+# The names on one Redis, for code that knows no Layout (tests, benchmarks, the redelivery sweep that
+# runs only on one Redis): each is the Layout's own.
+
+
 def task_key(namespace: str, task_id: str) -> str:
     """Hash holding a task's last ``seq`` and its terminal state (on one Redis)."""
-    return f"{namespace}:task:{task_id}"
+    return Layout(namespace).task_key(task_id)
 
 
 def history_key(namespace: str, task_id: str) -> str:
     """Sorted set of a task's events, scored by ``seq`` (on one Redis)."""
-    return f"{namespace}:task:{task_id}:history"
+    return Layout(namespace).history_key(task_id)
 
 
 def task_channel(namespace: str, task_id: str) -> str:
     """Pub/sub channel on which a task's events are announced (on one Redis)."""
-    return f"{namespace}:task:{task_id}"
+    return Layout(namespace).task_channel(task_id)
 
 
 def stream_key(namespace: str, task_id: str) -> str:
     """Sorted set of a task's stream chunks (every named stream of it), scored by ``seq`` (on one Redis)."""
-    return f"{namespace}:task:{task_id}:stream"
+    return Layout(namespace).stream_key(task_id)
 
 
 def channel_task_id(namespace: str, channel: str) -> str | None:
@@ -70,12 +74,12 @@ def channel_task_id(namespace: str, channel: str) -> str | None:
 
 def recent_key(namespace: str) -> str:
     """Sorted set of the task ids with the newest events, scored by the time of their last event."""
-    return f"{namespace}:recent"
+    return Layout(namespace).recent_keys()[0]
 
 
 def unclaimed_key(namespace: str) -> str:
     """Sorted set of the ids of tasks svc enqueued that no worker has received yet, scored by when."""
-    return f"{namespace}:unclaimed"
+    return Layout(namespace)._view("unclaimed", None)
 
 
 def probe_channel(namespace: str, owner: str) -> str:
@@ -106,18 +110,18 @@ class Layout:
     namespace: str
     sharded: bool = False
 
-    @classmethod
-    def for_url(cls, namespace: str, events_url: str) -> Layout:
-        """The layout of ``namespace`` on the events Redis at ``events_url``."""
-        return cls(namespace, is_cluster(events_url))
-
-    def _tag(self, task_id: str) -> str:
-        return _bucket_tag(bucket_of(task_id))
+    def _prefix(self, bucket: int | None) -> str:
+        """``{ns}:`` on one Redis; ``{ns}:{b}:`` on a cluster, ``bucket`` being the bucket's number."""
+        if not self.sharded or bucket is None:
+            return f"{self.namespace}:"
+        return f"{self.namespace}:{_bucket_tag(bucket)}:"
 
     def _task(self, task_id: str) -> str:
-        if self.sharded:
-            return f"{self.namespace}:{self._tag(task_id)}:task:{task_id}"
-        return task_key(self.namespace, task_id)
+        return f"{self._prefix(bucket_of(task_id) if self.sharded else None)}task:{task_id}"
+
+    def _view(self, name: str, task_id: str | None) -> str:
+        """The part of a namespace-wide view (``recent``, ``unclaimed``, ``feed``) ``task_id`` is in."""
+        return self._prefix(bucket_of(task_id) if self.sharded and task_id is not None else None) + name
 
     def task_key(self, task_id: str) -> str:
         """The task's hash (``seq``, ``state``, ``terminal``…)."""
@@ -149,29 +153,21 @@ class Layout:
 
     def recent_key(self, task_id: str) -> str:
         """The part of the namespace's recent-ids view that ``task_id`` is recorded in."""
-        if self.sharded:
-            return f"{self.namespace}:{self._tag(task_id)}:recent"
-        return recent_key(self.namespace)
+        return self._view("recent", task_id)
 
     def unclaimed_key(self, task_id: str) -> str:
         """The part of the namespace's unclaimed-ids view that ``task_id`` is recorded in."""
-        if self.sharded:
-            return f"{self.namespace}:{self._tag(task_id)}:unclaimed"
-        return unclaimed_key(self.namespace)
+        return self._view("unclaimed", task_id)
 
     def feed_channel(self, task_id: str) -> str:
         """The monitor's feed channel of the task's bucket on a cluster; "" on one Redis, where the monitor
         pattern-subscribes to the task channels instead."""
-        return f"{self.namespace}:{self._tag(task_id)}:feed" if self.sharded else ""
+        return self._view("feed", task_id) if self.sharded else ""
 
     def recent_keys(self) -> list[str]:
         """Every part of the recent-ids view (one on one Redis, BUCKETS on a cluster)."""
-        if not self.sharded:
-            return [recent_key(self.namespace)]
-        return [f"{self.namespace}:{_bucket_tag(bucket)}:recent" for bucket in range(BUCKETS)]
+        return [self._prefix(bucket) + "recent" for bucket in (range(BUCKETS) if self.sharded else [None])]
 
     def feed_channels(self) -> list[str]:
         """Every feed channel of a cluster (none on one Redis)."""
-        if not self.sharded:
-            return []
-        return [f"{self.namespace}:{_bucket_tag(bucket)}:feed" for bucket in range(BUCKETS)]
+        return [self._prefix(bucket) + "feed" for bucket in range(BUCKETS)] if self.sharded else []

@@ -27,7 +27,8 @@ Used by the worker side and the API side alike; no I/O until a client is used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
@@ -69,6 +70,17 @@ class PatientCluster(redis.cluster.RedisCluster):
         if self.patience is None:
             return call()
         return self.patience.call_with_retry(call, lambda _: None)
+
+
+@contextlib.contextmanager
+def cluster_errors_as_connection_errors() -> Iterator[None]:
+    """redis-py says "no node answered" and "no owner for this slot" with RedisClusterException, which is
+    no RedisError: raised as a ConnectionError, the callers' handling of a lost Redis (503, reconnect with
+    backoff, retry) covers a cluster that cannot be reached or is failing over."""
+    try:
+        yield
+    except RedisClusterException as exc:
+        raise redis.ConnectionError(f"the Redis Cluster cannot serve this now: {exc}") from exc
 
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster  # the worker side's client of the events Redis
@@ -298,12 +310,8 @@ def sync_client(url: str, **options: Any) -> SyncClient:
         chosen = _cluster_options(cluster, options)
 
         def connect() -> PatientCluster:
-            # redis-py's RedisCluster loads the slot map as it is made, and says it found no node with an
-            # exception that is no RedisError: raised as a ConnectionError, callers handle it as one.
-            try:
+            with cluster_errors_as_connection_errors():  # RedisCluster loads the slot map as it is made
                 return PatientCluster(startup_nodes=nodes, **chosen)
-            except RedisClusterException as exc:
-                raise redis.ConnectionError(f"no node of the cluster answers: {exc}") from exc
 
         if retry is None or retry.get_retries() <= 0:
             return connect()

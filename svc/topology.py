@@ -16,8 +16,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 from redis.crc import key_slot
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException
+
+from svc.redis_clients import cluster_errors_as_connection_errors
 
 Address = tuple[str, int]
 
@@ -37,15 +37,15 @@ class Topology:
 
     async def start(self) -> None:
         """Load the slot map; ConnectionError (a RedisError) saying so when no node of the URL answers."""
-        try:
+        with cluster_errors_as_connection_errors():
             await self.cluster.initialize()
-        except RedisClusterException as exc:  # redis-py's "no startup node answered", not a RedisError
-            raise RedisConnectionError(f"no node of the Redis Cluster answers: {exc}") from exc
 
     def owner(self, key: str | bytes) -> Address:
-        """The primary that owns ``key``'s slot, as far as the slot map knows."""
+        """The primary that owns ``key``'s slot, as far as the slot map knows (ConnectionError while the
+        map has no owner for it, as in a failover under way)."""
         slot = key_slot(key.encode() if isinstance(key, str) else key)
-        node = self.cluster.nodes_manager.get_node_from_slot(slot)
+        with cluster_errors_as_connection_errors():
+            node = self.cluster.nodes_manager.get_node_from_slot(slot)
         return node.host, int(node.port)
 
     def primaries(self) -> list[Address]:
@@ -74,7 +74,8 @@ class Topology:
         await asyncio.shield(self._refreshing)
 
     async def _reload(self) -> None:
-        await self.cluster.nodes_manager.initialize()
+        with cluster_errors_as_connection_errors():
+            await self.cluster.nodes_manager.initialize()
         self.refreshes += 1
 
     async def aclose(self) -> None:

@@ -201,6 +201,20 @@ async def test_a_slot_migrated_under_a_running_task_moves_its_watchers_with_it(
     assert not [frame for frame in frames if frame.get("recovered") is False]
 
 
+async def test_a_cluster_gone_altogether_answers_503_not_a_crash(
+    cluster: RedisCluster, on_cluster: tuple[Service, Service]
+) -> None:
+    """With every node down, a submit's reload of the slot map finds no node: redis-py says so with an
+    exception that is no RedisError, which must still end as 503, as a lost single Redis does."""
+    api, _ = on_cluster
+    async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as http:
+        await submit(http, "add", 1, 2)
+        cluster.stop()
+        for _ in range(2):  # the first meets the lost node, the second the reload that finds none
+            answer = await http.post("/tasks/add", json={"args": [1, 2]})
+            assert answer.status_code == 503, answer.text
+
+
 @pytest.mark.slow
 async def test_rabbitmq_as_broker_with_the_cluster_as_event_plane(
     cluster: RedisCluster, tmp_path: Path

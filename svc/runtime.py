@@ -64,7 +64,6 @@ class Runtime:
     wiring: Wiring
     exposed: dict[str, ExposedTask]
     plane: EventsPlane
-    redis: AsyncClient
     backend_redis: aioredis.Redis | None
     submitter: Submitter
     history: History
@@ -132,7 +131,6 @@ class Runtime:
             wiring,
             exposed,
             plane,
-            redis,
             backend_redis,
             submitter,
             history,
@@ -146,6 +144,11 @@ class Runtime:
         )
         metrics.watch(runtime.live_figures)
         return runtime
+
+    @property
+    def redis(self) -> AsyncClient:
+        """The events Redis's client for commands (the plane's)."""
+        return self.plane.redis
 
     def live_figures(self) -> LiveFigures:
         """What /metrics reports of this process's live state, read now."""

@@ -79,18 +79,15 @@ class Submitter:
         settings: Settings,
         wiring: Wiring,
         events_redis: AsyncClient,
-        events_batcher: AnyBatcher | None = None,
+        events_batcher: AnyBatcher,
     ) -> None:
-        """Submits for ``app``: events through ``events_batcher`` (a Batcher over ``events_redis`` when not
-        given), task messages to the app's broker (svc/wiring.py)."""
+        """Submits for ``app``: events through ``events_batcher`` (its pipelined writes; ``events_redis``
+        for the rest), task messages to the app's broker (svc/wiring.py)."""
         self.app = app
         self.settings = settings
         self.redis = events_redis
         self.broker_is_events_redis = wiring.broker_is_events_redis
         self.broker_is_redis = wiring.broker_is_redis
-        if events_batcher is None:
-            assert isinstance(events_redis, aioredis.Redis), "a cluster's Submitter is given its batcher"
-            events_batcher = Batcher(events_redis)
         self.events_batcher = events_batcher
         # The broker's Redis client, when the broker is a Redis (never a cluster: Celery cannot use one).
         self.broker_redis: aioredis.Redis | None = None
